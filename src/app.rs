@@ -1,0 +1,317 @@
+//! The commands: validate settings once, run the pipeline, pick the exit code.
+//!
+//! Exit codes (as clamscan): 0 nothing at or above `--fail-on`, 1 at least
+//! one finding at or above it, 2 the command itself failed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::cli::{AnalyzeArgs, Cli, Command, Format, OutputArgs, RulesCommand, ScanArgs};
+use crate::judge::{self, Level, Policy, Report};
+use crate::observe::{self, files};
+use crate::report::{Json, Ndjson, Render, Text};
+use crate::signatures::Signatures;
+use crate::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
+
+/// Largest snapshot `analyze` reads.
+const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
+/// Longest accepted `--window`.
+const MAX_WINDOW_SECS: f64 = 3600.0;
+
+/// The outcome of a command that ran to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing at or above the threshold (exit 0).
+    Clean,
+    /// A finding at or above the threshold, or a failed rules check (exit 1).
+    Found,
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Clean => 0.into(),
+            Outcome::Found => 1.into(),
+        }
+    }
+}
+
+/// Diagnostics go to stderr; `MINERWATCH_LOG` overrides `-v`.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MINERWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Scan(args) => scan(args),
+        Command::Analyze(args) => analyze(args),
+        Command::Rules(RulesCommand::Check { dir }) => rules_check(dir.as_deref()),
+    }
+}
+
+fn parse_window(s: &str) -> Result<Duration> {
+    let secs: f64 = s.trim().parse().map_err(|_| {
+        anyhow!("invalid --window '{s}': give a number of seconds, e.g. --window 5 or --window 0.5")
+    })?;
+    if !secs.is_finite() || secs <= 0.0 || secs > MAX_WINDOW_SECS {
+        bail!(
+            "invalid --window '{s}': give seconds between 0 and {MAX_WINDOW_SECS}, e.g. --window 5"
+        );
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_pid(s: &str) -> Result<i32> {
+    match s.trim().parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => bail!("invalid --pid '{s}': give a process id, a positive number as `ps` shows it"),
+    }
+}
+
+fn scan(args: ScanArgs) -> Result<Outcome> {
+    let window = parse_window(&args.window)?;
+    let pids = args
+        .pids
+        .iter()
+        .map(|p| parse_pid(p))
+        .collect::<Result<Vec<_>>>()?;
+    let rules = Signatures::load(args.rules.as_deref())?;
+    for f in rules.files() {
+        if let Some(e) = &f.error {
+            eprintln!("minerwatch: warning: skipped rule file: {e}");
+        }
+    }
+    let save = args.save.as_deref().map(PendingFile::create).transpose()?;
+    raise_fd_limit();
+    let options = observe::Options {
+        window,
+        pids,
+        proc_root: args.proc_root.clone(),
+    };
+    let snapshot = observe::observe(&options, &rules)?;
+    if let Some(save) = save {
+        let json = serde_json::to_vec_pretty(&snapshot).context("serializing the snapshot")?;
+        save.commit(&json)?;
+    }
+    let report = judge::judge(&snapshot, &Policy::default());
+    emit(&report, &args.output)
+}
+
+fn analyze(args: AnalyzeArgs) -> Result<Outcome> {
+    let snapshot = load_snapshot(&args.file)?;
+    let report = judge::judge(&snapshot, &Policy::default());
+    emit(&report, &args.output)
+}
+
+/// Reads and checks a saved snapshot.
+pub fn load_snapshot(path: &Path) -> Result<HostSnapshot> {
+    let shown = path.display();
+    let (bytes, truncated) =
+        files::read_regular(path, MAX_SNAPSHOT_BYTES, true).with_context(|| {
+            format!(
+                "cannot read snapshot '{shown}'; give a file written by `minerwatch scan --save`"
+            )
+        })?;
+    if truncated {
+        bail!(
+            "snapshot '{shown}' is larger than {} MiB; it is not one minerwatch wrote",
+            MAX_SNAPSHOT_BYTES >> 20
+        );
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow!("snapshot '{shown}' is not valid JSON ({e}); it is corrupt or not a minerwatch snapshot: write a new one with `minerwatch scan --save FILE`")
+    })?;
+    match value.get("schema").and_then(|s| s.as_str()) {
+        Some(SNAPSHOT_SCHEMA) => {}
+        Some(other) => bail!(
+            "snapshot '{shown}' has schema '{other}', this minerwatch reads '{SNAPSHOT_SCHEMA}'; save it again with this version (a report from --format json is not a snapshot: use --save)"
+        ),
+        None => bail!(
+            "snapshot '{shown}' has no \"schema\" field: it is not a minerwatch snapshot; write one with `minerwatch scan --save FILE`"
+        ),
+    }
+    serde_json::from_value(value)
+        .map_err(|e| anyhow!("snapshot '{shown}' does not match schema {SNAPSHOT_SCHEMA}: {e}; it is corrupt or was edited"))
+}
+
+fn emit(report: &Report, output: &OutputArgs) -> Result<Outcome> {
+    let renderer: Box<dyn Render> = match output.format {
+        Format::Text => Box::new(Text {
+            color: io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            verbose: output.all_signals,
+        }),
+        Format::Json => Box::new(Json),
+        Format::Ndjson => Box::new(Ndjson),
+    };
+    let threshold: Level = output.fail_on.into();
+    let outcome = if report.findings.iter().any(|f| f.level >= threshold)
+        || report.host_findings.iter().any(|h| h.level >= threshold)
+    {
+        Outcome::Found
+    } else {
+        Outcome::Clean
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let written = renderer.render(report, &mut out).and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(outcome),
+        // A reader that went away (`| head`) is not a failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(outcome),
+        Err(e) => Err(anyhow!("writing the report to stdout: {e}")),
+    }
+}
+
+fn rules_check(dir: Option<&Path>) -> Result<Outcome> {
+    let rules = Signatures::load(dir)?;
+    let info = rules.info();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0;
+    let mut lines = vec![format!("embedded: {} rules OK", info.embedded)];
+    for f in rules.files() {
+        match &f.error {
+            None => lines.push(format!("{}: {} rules OK", f.path.display(), f.rules)),
+            Some(e) => {
+                failed += 1;
+                lines.push(format!("{}: FAILED\n{e}", f.path.display()));
+            }
+        }
+        for w in &f.warnings {
+            lines.push(format!("{}: warning\n{w}", f.path.display()));
+        }
+    }
+    lines.push(format!(
+        "{} user rule files, {} failed; {} rules loaded in all",
+        rules.files().len(),
+        failed,
+        info.embedded + info.user
+    ));
+    for l in lines {
+        if let Err(e) = writeln!(out, "{l}") {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(if failed > 0 {
+        Outcome::Found
+    } else {
+        Outcome::Clean
+    })
+}
+
+/// An output file written whole or not at all: created (mode 0600, never
+/// through a symlink) as a hidden temporary beside the target before the scan,
+/// so an unwritable path fails at once, and renamed into place at the end.
+struct PendingFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    file: Option<File>,
+}
+
+impl PendingFile {
+    fn create(target: &Path) -> Result<Self> {
+        let shown = target.display();
+        if target.as_os_str().is_empty() {
+            bail!("--save needs a file name");
+        }
+        if let Ok(meta) = fs::symlink_metadata(target)
+            && meta.is_dir()
+        {
+            bail!(
+                "cannot write --save '{shown}': it is a directory; give a file name, e.g. {shown}/snapshot.json"
+            );
+        }
+        let name = target.file_name().ok_or_else(|| {
+            anyhow!("cannot write --save '{shown}': give a file name, e.g. host.json")
+        })?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot write --save '{shown}': {e} (in directory '{}'); choose a path in an existing directory you can write to",
+                    dir.display()
+                )
+            })?;
+        Ok(PendingFile {
+            tmp,
+            target: target.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    fn commit(mut self, bytes: &[u8]) -> Result<()> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| anyhow!("snapshot file already written"))?;
+        file.write_all(bytes)
+            .and_then(|()| file.write_all(b"\n"))
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing snapshot to '{}'", self.tmp.display()))?;
+        fs::rename(&self.tmp, &self.target).with_context(|| {
+            format!(
+                "moving the snapshot into place at '{}'",
+                self.target.display()
+            )
+        })?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A whole-host scan holds a directory handle per process; lift the soft
+/// limit on open files to the hard one so thousands of processes fit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

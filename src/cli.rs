@@ -1,0 +1,109 @@
+//! Command-line definitions (clap). Raw flags are turned into validated
+//! settings in [`crate::app`]; nothing deeper sees unchecked strings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::judge::Level;
+
+/// Finds covert Monero (RandomX/XMRig) miners and reports the evidence.
+#[derive(Debug, Parser)]
+#[command(name = "minerwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan this host's processes once and report suspected miners.
+    Scan(ScanArgs),
+    /// Judge a snapshot saved with `scan --save` (on this or another machine).
+    Analyze(AnalyzeArgs),
+    /// Work with rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table for humans.
+    Text,
+    /// One JSON document (schema minerwatch/1).
+    Json,
+    /// One JSON line per finding, then a summary line.
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Miner,
+    Suspicious,
+    Notice,
+}
+
+impl From<FailOn> for Level {
+    fn from(f: FailOn) -> Level {
+        match f {
+            FailOn::Miner => Level::Miner,
+            FailOn::Suspicious => Level::Suspicious,
+            FailOn::Notice => Level::Notice,
+        }
+    }
+}
+
+/// Options shared by `scan` and `analyze`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Exit with 1 when a finding reaches this level.
+    #[arg(long, value_enum, default_value = "suspicious", value_name = "LEVEL")]
+    pub fail_on: FailOn,
+    /// Show every signal of every finding in the text table.
+    #[arg(long)]
+    pub all_signals: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// CPU sampling window in seconds.
+    #[arg(long, default_value = "5", value_name = "SECS")]
+    pub window: String,
+    /// Limit the scan to this process and its descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<String>,
+    /// Also load the .yar/.yara rule files in DIR (each in its own namespace).
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Write the observed snapshot to FILE (JSON, mode 0600) for `analyze`.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Where procfs is mounted (the host's /proc when run in a container).
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
+    pub proc_root: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// A snapshot written by `minerwatch scan --save`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile the embedded rules and those in DIR; exit 0 if all compile, 1 if any fails.
+    Check {
+        /// A directory of .yar/.yara files.
+        dir: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,246 @@
+//! The judge: a pure function from a [`HostSnapshot`] to a [`Report`].
+//!
+//! Each detector in [`signals`] turns facts into [`Signal`]s — a stable id, a
+//! strength, a weight and one sentence of evidence a responder can check by
+//! hand. [`verdict`] combines them into a score and a [`Level`]. No I/O, no
+//! clock, no globals: the same snapshot always gives the same report, which is
+//! what lets `analyze` judge a snapshot saved on another machine.
+//!
+//! Combination rules (DESIGN.md, "Verdicts"):
+//! - weak signals weigh 10, medium 30, strong 50; the score is their sum, at most 100;
+//! - `miner` needs a strong signal, evidence of activity (CPU or a pool
+//!   connection) and a score of 60;
+//! - `suspicious` needs a score of 40 and a medium or strong signal, so no
+//!   single weak signal, nor any number of weak ones, gets there;
+//! - signals that only say a process *can* run RandomX (engine constants,
+//!   RandomX-sized memory, JIT code) never rise above `notice` on their own.
+
+pub mod signals;
+
+use serde::{Deserialize, Serialize};
+
+use crate::indicators::Indicators;
+use crate::snapshot::{Ancestor, Coverage, HostInfo, HostSnapshot, ProcessFacts};
+
+pub use signals::{Kind, Signal, Strength};
+
+/// The JSON report schema.
+pub const REPORT_SCHEMA: &str = "minerwatch/1";
+
+/// How sure we are that a process mines.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Nothing found.
+    #[default]
+    Clean,
+    /// Worth knowing, not alarming.
+    Notice,
+    /// Strong indicators, not proven: look.
+    Suspicious,
+    /// It is mining: act.
+    Miner,
+}
+
+impl Level {
+    /// The lowercase name used in every output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Clean => "clean",
+            Level::Notice => "notice",
+            Level::Suspicious => "suspicious",
+            Level::Miner => "miner",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "clean" => Ok(Level::Clean),
+            "notice" => Ok(Level::Notice),
+            "suspicious" => Ok(Level::Suspicious),
+            "miner" => Ok(Level::Miner),
+            other => Err(format!(
+                "unknown level '{other}': use one of miner, suspicious, notice, clean"
+            )),
+        }
+    }
+}
+
+/// What the judge needs besides the snapshot.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub indicators: Indicators,
+    /// CPU (percent of one core, averaged over the window) from which a
+    /// process counts as busy. A miner throttled to 25 % of a core must pass.
+    pub busy_percent: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            indicators: Indicators::embedded(),
+            busy_percent: 20.0,
+        }
+    }
+}
+
+/// The judged scan: what every output format renders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub host: HostInfo,
+    pub started_at: String,
+    pub window_secs: f64,
+    /// The highest level among the findings.
+    pub verdict: Level,
+    /// Processes at `notice` or above, highest score first.
+    pub findings: Vec<Finding>,
+    pub host_findings: Vec<HostFinding>,
+    pub coverage: Coverage,
+    /// Processes judged (in scope and observed).
+    pub processes_judged: usize,
+    /// The `--pid` scope, empty for the whole host.
+    pub scope: Vec<i32>,
+}
+
+/// One process at `notice` or above.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finding {
+    pub pid: i32,
+    pub start_time: u64,
+    pub level: Level,
+    pub score: u32,
+    pub process: ProcessSummary,
+    pub signals: Vec<Signal>,
+}
+
+/// The process as a responder needs to find it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    pub name: String,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub user: Option<String>,
+    pub uid: u32,
+    pub cpu_percent: f64,
+    pub threads: u64,
+    pub container: Option<String>,
+    pub cwd: Option<String>,
+    pub ancestry: Vec<Ancestor>,
+    /// SHA-256 of the executable, when it was read.
+    pub exe_sha256: Option<String>,
+}
+
+/// A finding about the host rather than one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostFinding {
+    pub id: String,
+    pub level: Level,
+    pub evidence: String,
+}
+
+/// Judges a whole snapshot.
+pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
+    let mut findings: Vec<Finding> = snapshot
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let signals = signals::detect(p, snapshot, policy);
+            let (level, score) = verdict(&signals);
+            (level > Level::Clean).then(|| Finding {
+                pid: p.pid,
+                start_time: p.start_time,
+                level,
+                score,
+                process: summary(p, snapshot),
+                signals,
+            })
+        })
+        .collect();
+    findings.sort_by(|a, b| {
+        b.level
+            .cmp(&a.level)
+            .then(b.score.cmp(&a.score))
+            .then(a.pid.cmp(&b.pid))
+    });
+    let host_findings = Vec::new();
+    let verdict = findings
+        .iter()
+        .map(|f| f.level)
+        .chain(host_findings.iter().map(|h: &HostFinding| h.level))
+        .max()
+        .unwrap_or(Level::Clean);
+    Report {
+        schema: REPORT_SCHEMA.to_string(),
+        host: snapshot.host.clone(),
+        started_at: snapshot.started_at.clone(),
+        window_secs: snapshot.window_secs,
+        verdict,
+        findings,
+        host_findings,
+        coverage: snapshot.coverage.clone(),
+        processes_judged: snapshot.processes.len(),
+        scope: snapshot.scope.clone(),
+    }
+}
+
+fn summary(p: &ProcessFacts, snapshot: &HostSnapshot) -> ProcessSummary {
+    let exe_sha256 = p.exe_binary.as_ref().and_then(|id| {
+        snapshot
+            .binaries
+            .iter()
+            .find(|b| &b.id == id)
+            .and_then(|b| b.sha256.clone())
+    });
+    ProcessSummary {
+        name: p.comm.clone(),
+        exe: p.exe.clone(),
+        cmdline: p.cmdline.clone(),
+        user: p.user.clone(),
+        uid: p.uid,
+        cpu_percent: (p.cpu.percent * 10.0).round() / 10.0,
+        threads: p.threads,
+        container: p.container.clone(),
+        cwd: p.cwd.clone(),
+        ancestry: p.ancestry.clone(),
+        exe_sha256,
+    }
+}
+
+/// Combines one process's signals into a level and a score (0–100).
+pub fn verdict(signals: &[Signal]) -> (Level, u32) {
+    if signals.is_empty() {
+        return (Level::Clean, 0);
+    }
+    let mut score: u32 = signals.iter().map(|s| s.weight).sum::<u32>().min(100);
+    let strong = signals.iter().any(|s| s.strength == Strength::Strong);
+    let medium_or_strong = signals.iter().any(|s| s.strength >= Strength::Medium);
+    let active = signals.iter().any(|s| s.kind == Kind::Activity);
+    let capability_only = signals.iter().all(|s| s.kind == Kind::Capability);
+    let level = if capability_only {
+        score = score.min(39);
+        Level::Notice
+    } else if strong && active && score >= 60 {
+        Level::Miner
+    } else if medium_or_strong && score >= 40 {
+        Level::Suspicious
+    } else {
+        score = score.min(39);
+        Level::Notice
+    };
+    (level, score)
+}
+
+#[cfg(test)]
+mod tests;

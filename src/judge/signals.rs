@@ -1,0 +1,593 @@
+//! Detectors: facts of one process → signals with evidence.
+//!
+//! Signal ids are stable (scripts and allow-lists key on them); new ones may
+//! be added, existing ones are never renamed.
+
+use serde::{Deserialize, Serialize};
+
+use super::Policy;
+use crate::snapshot::{BinaryFacts, HostSnapshot, ProcessFacts, Region, RuleMatch};
+
+/// How much a signal proves on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strength {
+    /// Common in benign programs; never enough alone.
+    Weak,
+    /// Strong in combination.
+    Medium,
+    /// A miner cannot shed it without ceasing to mine.
+    Strong,
+}
+
+impl Strength {
+    /// The weight a signal of this strength adds to the score.
+    pub fn weight(self) -> u32 {
+        match self {
+            Strength::Weak => 10,
+            Strength::Medium => 30,
+            Strength::Strong => 50,
+        }
+    }
+}
+
+/// What a signal is evidence of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// It is doing work: CPU, a live pool connection.
+    Activity,
+    /// It could run RandomX: engine code, RandomX-sized memory, JIT regions.
+    Capability,
+    /// It hides: deleted or staged binaries, fake names.
+    Stealth,
+    /// It is set up to mine: miner arguments, wallets, configs, miner code.
+    Intent,
+}
+
+/// One piece of evidence against a process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Stable id, e.g. `rx.memory_layout`.
+    pub id: String,
+    pub strength: Strength,
+    pub kind: Kind,
+    pub weight: u32,
+    /// One sentence a responder can verify by hand.
+    pub evidence: String,
+}
+
+impl Signal {
+    pub(crate) fn new(id: &str, strength: Strength, kind: Kind, evidence: String) -> Self {
+        Signal {
+            id: id.to_string(),
+            strength,
+            kind,
+            weight: strength.weight(),
+            evidence,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+/// XMRig maps the fast-mode dataset as exactly this many bytes.
+pub const XMRIG_DATASET_BYTES: u64 = 0x8200_0000;
+/// A RandomX dataset, alone or merged by the kernel with the cache next to it.
+const DATASET_RANGE: std::ops::RangeInclusive<u64> = (2080 * MIB)..=(2080 * MIB + 272 * MIB);
+/// A RandomX cache (256 MiB), alone or with a little neighbouring memory.
+const CACHE_RANGE: std::ops::RangeInclusive<u64> = (256 * MIB)..=(264 * MIB);
+
+/// All signals for one process.
+pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Signal> {
+    let mut out = Vec::new();
+    let busy = cpu(p, snap, policy, &mut out);
+    memory(p, busy, &mut out);
+    code(p, snap, &mut out);
+    let pools = pools_named(p, policy);
+    cmdline(p, policy, &mut out);
+    configs(p, &mut out);
+    network(p, &pools, policy, &mut out);
+    identity(p, policy, &mut out);
+    out
+}
+
+fn cpu(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy, out: &mut Vec<Signal>) -> bool {
+    if p.cpu.percent < policy.busy_percent {
+        return false;
+    }
+    let busiest = p
+        .cpu
+        .threads
+        .first()
+        .map(|t| {
+            format!(
+                "; busiest thread {} '{}' at {:.0} %",
+                t.tid, t.name, t.percent
+            )
+        })
+        .unwrap_or_default();
+    let busy_threads = p
+        .cpu
+        .threads
+        .iter()
+        .filter(|t| t.percent >= policy.busy_percent)
+        .count();
+    out.push(Signal::new(
+        "cpu.busy",
+        Strength::Weak,
+        Kind::Activity,
+        format!(
+            "{:.0} % of a core over the {:.1} s window, {} busy thread{}{}",
+            p.cpu.percent,
+            snap.window_secs,
+            busy_threads,
+            if busy_threads == 1 { "" } else { "s" },
+            busiest
+        ),
+    ));
+    true
+}
+
+fn describe(r: &Region) -> String {
+    let size = if r.size >= MIB {
+        format!("{} MiB", r.size / MIB)
+    } else {
+        format!("{} KiB", r.size / 1024)
+    };
+    match &r.path {
+        Some(path) => format!("{size} {} mapping {path} at {}", r.perms, r.start),
+        None => format!("{size} anonymous {} mapping at {}", r.perms, r.start),
+    }
+}
+
+fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
+    let Some(m) = &p.memory else { return };
+    let dataset = m
+        .large_anon
+        .iter()
+        .find(|r| DATASET_RANGE.contains(&r.size));
+    let cache = m.large_anon.iter().find(|r| CACHE_RANGE.contains(&r.size));
+    let rx_region = dataset
+        .map(|r| {
+            let exact = if r.size == XMRIG_DATASET_BYTES {
+                ", exactly XMRig's 0x82000000"
+            } else {
+                ""
+            };
+            format!("{}: RandomX dataset size (2080 MiB){exact}", describe(r))
+        })
+        .or_else(|| cache.map(|r| format!("{}: RandomX cache size (256 MiB)", describe(r))));
+    let jit = m.exec_anon.first();
+    let huge = (m.hugetlb_kib >= 64 * 1024).then(|| {
+        format!(
+            "{} MiB in hugetlb pages (VmRSS {} MiB)",
+            m.hugetlb_kib / 1024,
+            m.rss_kib / 1024
+        )
+    });
+
+    match (&rx_region, jit) {
+        (Some(region), Some(jit)) if busy => {
+            let mut evidence = format!(
+                "{region}; {} of JIT code ({} executable anonymous region{}) while busy",
+                describe(jit),
+                m.exec_anon.len(),
+                if m.exec_anon.len() == 1 { "" } else { "s" }
+            );
+            if let Some(h) = &huge {
+                evidence.push_str("; ");
+                evidence.push_str(h);
+            }
+            out.push(Signal::new(
+                "rx.memory_layout",
+                Strength::Strong,
+                Kind::Activity,
+                evidence,
+            ));
+            return;
+        }
+        _ => {}
+    }
+    if let Some(region) = rx_region {
+        out.push(Signal::new(
+            "mem.randomx_region",
+            Strength::Medium,
+            Kind::Capability,
+            region,
+        ));
+    }
+    if let Some(jit) = jit {
+        out.push(Signal::new(
+            "mem.jit",
+            Strength::Weak,
+            Kind::Capability,
+            format!(
+                "{}: executable anonymous memory, as JIT compilers (RandomX among them) make",
+                describe(jit)
+            ),
+        ));
+    }
+    if let Some(h) = huge {
+        out.push(Signal::new(
+            "mem.huge_pages",
+            Strength::Weak,
+            Kind::Capability,
+            h,
+        ));
+    }
+}
+
+fn binary<'a>(snap: &'a HostSnapshot, id: &str) -> Option<&'a BinaryFacts> {
+    snap.binaries.iter().find(|b| b.id == id)
+}
+
+fn rule_list(matches: &[&RuleMatch]) -> String {
+    matches
+        .iter()
+        .map(|m| match &m.description {
+            Some(d) => format!("{} ({d})", m.rule),
+            None => m.rule.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn code(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
+    let files = p
+        .exe_binary
+        .iter()
+        .map(|id| (id, "executable"))
+        .chain(p.library_binaries.iter().map(|id| (id, "mapped library")));
+    let mut miner = Vec::new();
+    let mut engine = Vec::new();
+    let mut user = Vec::new();
+    for (id, role) in files {
+        let Some(b) = binary(snap, id) else { continue };
+        let by = |cat: &[&str], user_rule: bool| -> Vec<&RuleMatch> {
+            b.matches
+                .iter()
+                .filter(|m| {
+                    m.user == user_rule && (cat.is_empty() || cat.contains(&m.category.as_str()))
+                })
+                .collect()
+        };
+        let m = by(&["xmrig", "miner"], false);
+        if !m.is_empty() {
+            miner.push(format!("{role} {} matches {}", b.path, rule_list(&m)));
+        }
+        let e = by(&["randomx"], false);
+        if !e.is_empty() {
+            engine.push(format!("{role} {} matches {}", b.path, rule_list(&e)));
+        }
+        let u = by(&[], true);
+        if !u.is_empty() {
+            user.push(format!(
+                "{role} {} matches user rule {}",
+                b.path,
+                rule_list(&u)
+            ));
+        }
+    }
+    if !miner.is_empty() {
+        out.push(Signal::new(
+            "sig.miner_code",
+            Strength::Strong,
+            Kind::Intent,
+            miner.join("; "),
+        ));
+    }
+    if !engine.is_empty() {
+        out.push(Signal::new(
+            "sig.randomx_engine",
+            Strength::Medium,
+            Kind::Capability,
+            format!("{}: it can run RandomX", engine.join("; ")),
+        ));
+    }
+    if !user.is_empty() {
+        out.push(Signal::new(
+            "sig.user_rule",
+            Strength::Medium,
+            Kind::Intent,
+            user.join("; "),
+        ));
+    }
+}
+
+/// A pool endpoint named by a command line or config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolRef {
+    text: String,
+    host: String,
+    port: u16,
+}
+
+fn parse_pool(text: &str) -> Option<PoolRef> {
+    let rest = text.split_once("://").map_or(text, |(_, r)| r);
+    let rest = rest.split(['/', '?']).next()?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let (host, port) = rest.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| PoolRef {
+        text: text.to_string(),
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// The arguments as the program saw them. A process that rewrote its
+/// command line (setproctitle) shows one string with spaces: split it.
+fn args(p: &ProcessFacts) -> Vec<String> {
+    match p.cmdline.as_slice() {
+        [one] if one.trim().contains(' ') => one.split_whitespace().map(String::from).collect(),
+        all => all.to_vec(),
+    }
+}
+
+fn pools_named(p: &ProcessFacts, policy: &Policy) -> Vec<PoolRef> {
+    let ind = &policy.indicators;
+    let mut pools = Vec::new();
+    let args = &args(p);
+    for (i, a) in args.iter().enumerate() {
+        if ind.stratum_schemes.iter().any(|s| a.contains(s.as_str())) {
+            if let Some(pos) = ind
+                .stratum_schemes
+                .iter()
+                .filter_map(|s| a.find(s.as_str()))
+                .min()
+            {
+                pools.extend(parse_pool(&a[pos..]));
+            }
+        } else if a == "-o" || a == "--url" {
+            if let Some(v) = args.get(i + 1) {
+                pools.extend(parse_pool(v));
+            }
+        } else if let Some(v) = a.strip_prefix("--url=").or_else(|| a.strip_prefix("-o=")) {
+            pools.extend(parse_pool(v));
+        }
+    }
+    for c in &p.configs {
+        for pool in &c.pools {
+            if let Some(url) = &pool.url {
+                pools.extend(parse_pool(url));
+            }
+        }
+    }
+    pools.dedup();
+    pools
+}
+
+fn cmdline(p: &ProcessFacts, policy: &Policy, out: &mut Vec<Signal>) {
+    let ind = &policy.indicators;
+    let args = &args(p);
+    let mut found: Vec<String> = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if let Some(s) = ind.stratum_schemes.iter().find(|s| a.contains(s.as_str())) {
+            found.push(format!("pool URL '{a}' ({s})"));
+        }
+        let flag = a.split('=').next().unwrap_or(a);
+        if ind.miner_flags.iter().any(|f| f == a || f == flag) {
+            found.push(format!("miner option '{a}'"));
+        }
+        let algo = if a == "-a" || a == "--algo" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix("--algo=")
+        };
+        if let Some(algo) = algo.filter(|v| ind.algorithms.iter().any(|x| x == v)) {
+            found.push(format!("mining algorithm '{algo}'"));
+        }
+        if (a == "-o" || a == "--url")
+            && i + 1 < args.len()
+            && let Some(pool) = parse_pool(&args[i + 1])
+            && (ind
+                .pool_domains
+                .iter()
+                .any(|d| pool.host.ends_with(d.as_str()))
+                || ind.pool_ports.contains(&pool.port))
+        {
+            found.push(format!("pool '{}'", pool.text));
+        }
+    }
+    found.dedup();
+    if !found.is_empty() {
+        out.push(Signal::new(
+            "cmd.miner_args",
+            Strength::Medium,
+            Kind::Intent,
+            format!("command line has {}", found.join(", ")),
+        ));
+    }
+    let joined = args.join(" ");
+    if let Some(w) = ind.find_wallet(&joined) {
+        out.push(Signal::new(
+            "cmd.wallet",
+            Strength::Medium,
+            Kind::Intent,
+            format!("command line holds the Monero address {w}"),
+        ));
+    }
+}
+
+fn configs(p: &ProcessFacts, out: &mut Vec<Signal>) {
+    let useful: Vec<String> = p
+        .configs
+        .iter()
+        .filter(|c| !c.pools.is_empty() || c.has_randomx_section || c.donate_level.is_some())
+        .map(|c| {
+            let pools: Vec<String> = c
+                .pools
+                .iter()
+                .map(|pool| {
+                    format!(
+                        "{} as {}",
+                        pool.url.as_deref().unwrap_or("?"),
+                        pool.user.as_deref().unwrap_or("?")
+                    )
+                })
+                .collect();
+            let mut s = format!("miner config {}", c.path);
+            if !pools.is_empty() {
+                s.push_str(&format!(" names pool {}", pools.join(", ")));
+            }
+            if let Some(d) = c.donate_level {
+                s.push_str(&format!(", donate-level {d}"));
+            }
+            if c.has_randomx_section {
+                s.push_str(", has a \"randomx\" section");
+            }
+            s
+        })
+        .collect();
+    if !useful.is_empty() {
+        out.push(Signal::new(
+            "config.miner",
+            Strength::Medium,
+            Kind::Intent,
+            useful.join("; "),
+        ));
+    }
+}
+
+fn network(p: &ProcessFacts, pools: &[PoolRef], policy: &Policy, out: &mut Vec<Signal>) {
+    let ind = &policy.indicators;
+    let mut stratum = Vec::new();
+    let mut pool_port = Vec::new();
+    for c in &p.connections {
+        let named = pools.iter().find(|pool| {
+            pool.port == c.remote_port
+                && (pool.host == c.remote_ip
+                    || pool.host.parse::<std::net::IpAddr>().is_err()
+                    || (pool.host == "localhost"
+                        && (c.remote_ip == "127.0.0.1" || c.remote_ip == "::1")))
+        });
+        if let Some(pool) = named {
+            stratum.push(format!(
+                "connected to {}:{}, the pool its command line or config names ({})",
+                c.remote_ip, c.remote_port, pool.text
+            ));
+        } else if ind.pool_ports.contains(&c.remote_port) {
+            pool_port.push(format!("{}:{}", c.remote_ip, c.remote_port));
+        }
+    }
+    if !stratum.is_empty() {
+        out.push(Signal::new(
+            "net.stratum",
+            Strength::Strong,
+            Kind::Activity,
+            stratum.join("; "),
+        ));
+    }
+    if !pool_port.is_empty() {
+        out.push(Signal::new(
+            "net.pool_port",
+            Strength::Weak,
+            Kind::Intent,
+            format!(
+                "connected to {}, a common mining-pool port",
+                pool_port.join(", ")
+            ),
+        ));
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Whether `name` has the shape of a kernel thread's name: a known prefix
+/// alone, or followed by a CPU number or a slash ("kworker/0:1", "kswapd0").
+/// "kdevtmpfsi" and "kworkerds" are not: name.campaign judges those.
+fn kernel_thread_name(name: &str, prefixes: &[String]) -> bool {
+    let n = name.trim_start_matches('[').trim_end_matches(']');
+    prefixes.iter().any(|k| {
+        n.strip_prefix(k.as_str()).is_some_and(|rest| {
+            rest.is_empty()
+                || k.ends_with(['/', '_'])
+                || rest.starts_with(|c: char| c == '/' || c.is_ascii_digit())
+        })
+    })
+}
+
+fn identity(p: &ProcessFacts, policy: &Policy, out: &mut Vec<Signal>) {
+    let ind = &policy.indicators;
+    let exe = p.exe.as_deref();
+    if let Some(exe) = exe {
+        let deleted = exe.ends_with(" (deleted)");
+        let path = exe.trim_end_matches(" (deleted)");
+        if path.starts_with("/memfd:") {
+            out.push(Signal::new(
+                "exe.memfd",
+                Strength::Medium,
+                Kind::Stealth,
+                format!("runs from an in-memory file ({exe}): no binary on disk"),
+            ));
+        } else if deleted && ind.staging_path(path) {
+            out.push(Signal::new(
+                "exe.deleted_staging",
+                Strength::Medium,
+                Kind::Stealth,
+                format!("executable {exe} was run from a staging directory and then deleted"),
+            ));
+        } else if ind.staging_path(path) {
+            out.push(Signal::new(
+                "exe.staging_path",
+                Strength::Weak,
+                Kind::Stealth,
+                format!("executable {path} lies in a world-writable or hidden directory"),
+            ));
+        } else if deleted {
+            out.push(Signal::new(
+                "exe.deleted",
+                Strength::Weak,
+                Kind::Stealth,
+                format!("executable {exe} was deleted after start (or replaced by an upgrade)"),
+            ));
+        }
+    }
+
+    let args = args(p);
+    let argv0 = args.first().map(String::as_str).unwrap_or("");
+    if !p.kernel_thread {
+        let bracketed = argv0.starts_with('[') && argv0.ends_with(']');
+        let kname = |n: &str| kernel_thread_name(n, &ind.kernel_thread_prefixes);
+        let shown = if bracketed || kname(argv0) {
+            Some(argv0)
+        } else if kname(&p.comm) {
+            Some(p.comm.as_str())
+        } else {
+            None
+        };
+        if let Some(name) = shown {
+            out.push(Signal::new(
+                "name.fake_kernel_thread",
+                Strength::Medium,
+                Kind::Stealth,
+                format!(
+                    "calls itself '{name}' like a kernel thread, but it is a user process (executable {}, parent {})",
+                    exe.unwrap_or("unreadable"),
+                    p.ppid
+                ),
+            ));
+        }
+    }
+
+    let names = [
+        Some(p.comm.as_str()),
+        Some(basename(argv0)),
+        exe.map(|e| basename(e.trim_end_matches(" (deleted)"))),
+    ];
+    if let Some(name) = names
+        .into_iter()
+        .flatten()
+        .find(|n| ind.campaign_names.iter().any(|c| c == n))
+    {
+        out.push(Signal::new(
+            "name.campaign",
+            Strength::Medium,
+            Kind::Stealth,
+            format!("named '{name}', a name used by known mining campaigns or miners"),
+        ));
+    }
+}

@@ -1,0 +1,573 @@
+//! Judge tests on JSON snapshot fixtures (tests/fixtures/snapshots), which
+//! were generated from the /proc files recorded from real miners
+//! (tests/fixtures/proc) by `regenerate_snapshot_fixtures` below.
+
+use super::*;
+use crate::snapshot::*;
+
+const SNAPSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/snapshots");
+const WALLET: &str = "4ApM6hUHyYx16547k5sn3zRND22RhkaWd4JdemFQyTKQ36ixnHzMV4LRzyFP6XEdkjMTZqHsQA5DhDZWLchXHcKf4dKqcj7";
+
+fn load(name: &str) -> HostSnapshot {
+    let text = std::fs::read_to_string(format!("{SNAPSHOTS}/{name}.json")).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture parses")
+}
+
+/// A snapshot holding just `p`.
+fn with(p: ProcessFacts) -> HostSnapshot {
+    let mut s = load("xmrig-light");
+    s.processes = vec![p];
+    s
+}
+
+fn judge1(s: &HostSnapshot) -> (Level, u32, Vec<String>) {
+    let p = &s.processes[0];
+    let signals = signals::detect(p, s, &Policy::default());
+    let (level, score) = verdict(&signals);
+    (level, score, signals.into_iter().map(|s| s.id).collect())
+}
+
+/// An ordinary busy process: a compiler in /usr/bin at 100 % of a core.
+fn plain(cpu: f64) -> ProcessFacts {
+    ProcessFacts {
+        pid: 4242,
+        start_time: 1000,
+        ppid: 1,
+        uid: 1000,
+        user: Some("dev".into()),
+        comm: "cc1plus".into(),
+        cmdline: vec![
+            "/usr/lib/gcc/x86_64-linux-gnu/12/cc1plus".into(),
+            "-O2".into(),
+            "x.cc".into(),
+        ],
+        exe: Some("/usr/lib/gcc/x86_64-linux-gnu/12/cc1plus".into()),
+        threads: 1,
+        cpu: CpuFacts {
+            percent: cpu,
+            ticks: (cpu * 5.0) as u64,
+            threads: vec![ThreadCpu {
+                tid: 4242,
+                name: "cc1plus".into(),
+                percent: cpu,
+            }],
+            whole_window: true,
+        },
+        memory: Some(MemoryFacts::default()),
+        ..ProcessFacts::default()
+    }
+}
+
+fn region(size: u64, perms: &str) -> Region {
+    Region {
+        start: "0x7f0000000000".into(),
+        size,
+        perms: perms.into(),
+        path: None,
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn recorded_xmrig_fast_hugepages_is_miner() {
+    let s = load("xmrig-fast-hugepages");
+    let (level, score, ids) = judge1(&s);
+    assert_eq!(level, Level::Miner, "{ids:?}");
+    assert!(score >= 80);
+    assert!(ids.contains(&"rx.memory_layout".to_string()));
+    let report = judge(&s, &Policy::default());
+    let ev = &report.findings[0]
+        .signals
+        .iter()
+        .find(|x| x.id == "rx.memory_layout")
+        .expect("layout")
+        .evidence;
+    assert!(
+        ev.contains("2080 MiB") && ev.contains("0x82000000") && ev.contains("hugetlb"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn recorded_xmrig_light_is_miner() {
+    let (level, _, ids) = judge1(&load("xmrig-light"));
+    assert_eq!(level, Level::Miner, "{ids:?}");
+    assert!(ids.contains(&"rx.memory_layout".to_string()));
+}
+
+#[test]
+fn recorded_xmrig_pool_is_miner_with_stratum_and_wallet() {
+    let (level, _, ids) = judge1(&load("xmrig-pool"));
+    assert_eq!(level, Level::Miner);
+    for id in ["net.stratum", "cmd.wallet", "rx.memory_layout"] {
+        assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
+    }
+}
+
+#[test]
+fn recorded_monerod_mining_is_miner() {
+    let (level, _, ids) = judge1(&load("monerod-regtest-mining"));
+    assert_eq!(level, Level::Miner, "{ids:?}");
+}
+
+#[test]
+fn monerod_as_idle_node_is_only_notice() {
+    let mut s = load("monerod-regtest-mining");
+    let p = &mut s.processes[0];
+    p.cpu = CpuFacts::default();
+    // The same daemon, not told to mine.
+    p.cmdline = [
+        "monerod",
+        "--regtest",
+        "--offline",
+        "--data-dir",
+        "/var/lib/monero",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (level, score, ids) = judge1(&s);
+    assert_eq!(level, Level::Notice, "{ids:?}");
+    assert!(score < 40);
+    assert!(ids.contains(&"mem.randomx_region".to_string()));
+}
+
+#[test]
+fn randomx_engine_in_a_library_is_capability_only() {
+    let mut p = plain(0.0);
+    p.library_binaries = vec!["lib".into()];
+    let mut s = with(p);
+    s.binaries = vec![BinaryFacts {
+        id: "lib".into(),
+        path: "/usr/lib/x86_64-linux-gnu/librandomx.so.0".into(),
+        matches: vec![RuleMatch {
+            rule: "randomx_engine_constants".into(),
+            namespace: "minerwatch_randomx".into(),
+            category: "randomx".into(),
+            description: None,
+            user: false,
+        }],
+        ..BinaryFacts::default()
+    }];
+    let (level, _, ids) = judge1(&s);
+    assert_eq!(
+        (level, ids.as_slice()),
+        (Level::Notice, &["sig.randomx_engine".to_string()][..])
+    );
+    // Paired with steady CPU it is worth a look, but not proof.
+    s.processes[0].cpu = plain(100.0).cpu;
+    let (level, _, _) = judge1(&s);
+    assert_eq!(level, Level::Suspicious);
+}
+
+#[test]
+fn xmrig_code_in_exe_with_cpu_is_miner() {
+    let mut p = plain(100.0);
+    p.exe_binary = Some("x".into());
+    let mut s = with(p);
+    s.binaries = vec![BinaryFacts {
+        id: "x".into(),
+        path: "/opt/app/worker".into(),
+        matches: vec![RuleMatch {
+            rule: "xmrig_identity_strings".into(),
+            namespace: "minerwatch_xmrig".into(),
+            category: "xmrig".into(),
+            description: Some("XMRig".into()),
+            user: false,
+        }],
+        ..BinaryFacts::default()
+    }];
+    let (level, score, ids) = judge1(&s);
+    assert_eq!(level, Level::Miner, "{ids:?} {score}");
+    // Idle, the same binary is suspicious, not convicted.
+    s.processes[0].cpu = CpuFacts::default();
+    assert_eq!(judge1(&s).0, Level::Suspicious);
+}
+
+#[test]
+fn user_rule_match_is_medium() {
+    let mut p = plain(0.0);
+    p.exe_binary = Some("x".into());
+    let mut s = with(p);
+    s.binaries = vec![BinaryFacts {
+        id: "x".into(),
+        path: "/opt/x".into(),
+        matches: vec![RuleMatch {
+            rule: "MAL_Miner".into(),
+            namespace: "user0".into(),
+            category: "user".into(),
+            description: None,
+            user: true,
+        }],
+        ..BinaryFacts::default()
+    }];
+    let (level, score, ids) = judge1(&s);
+    assert_eq!(ids, vec!["sig.user_rule"]);
+    assert_eq!((level, score), (Level::Notice, 30));
+}
+
+#[test]
+fn busy_compiler_alone_is_notice() {
+    let (level, score, ids) = judge1(&with(plain(199.0)));
+    assert_eq!((level, score), (Level::Notice, 10));
+    assert_eq!(ids, vec!["cpu.busy"]);
+}
+
+#[test]
+fn idle_process_is_clean() {
+    let (level, score, ids) = judge1(&with(plain(3.0)));
+    assert_eq!((level, score, ids.len()), (Level::Clean, 0, 0));
+}
+
+#[test]
+fn throttled_randomx_layout_is_miner() {
+    let mut p = plain(28.0);
+    p.memory = Some(MemoryFacts {
+        large_anon: vec![region(256 * MIB, "rw-p")],
+        exec_anon: vec![region(77_824, "rwxp")],
+        ..MemoryFacts::default()
+    });
+    let (level, score, ids) = judge1(&with(p.clone()));
+    assert_eq!(level, Level::Miner, "{ids:?}");
+    assert_eq!(score, 60);
+    // Below the busy threshold, the same layout is only capability.
+    p.cpu = plain(5.0).cpu;
+    let (level, _, ids) = judge1(&with(p));
+    assert_eq!(level, Level::Notice, "{ids:?}");
+    assert!(
+        ids.contains(&"mem.randomx_region".to_string()) && ids.contains(&"mem.jit".to_string())
+    );
+}
+
+#[test]
+fn xz_sized_region_is_not_randomx() {
+    let mut p = plain(100.0);
+    p.memory = Some(MemoryFacts {
+        large_anon: vec![region(673 * MIB, "rw-p")],
+        ..MemoryFacts::default()
+    });
+    assert_eq!(judge1(&with(p)).2, vec!["cpu.busy"]);
+}
+
+#[test]
+fn jvm_like_jit_huge_pages_and_cpu_stay_notice() {
+    let mut p = plain(150.0);
+    p.memory = Some(MemoryFacts {
+        hugetlb_kib: 1024 * 1024,
+        exec_anon: vec![region(240 * MIB, "rwxp")],
+        ..MemoryFacts::default()
+    });
+    let (level, score, ids) = judge1(&with(p));
+    assert_eq!(level, Level::Notice, "{ids:?}");
+    assert_eq!(score, 30);
+    assert!(ids.contains(&"mem.huge_pages".to_string()));
+}
+
+#[test]
+fn deleted_exe_in_dev_shm_with_cpu_is_suspicious() {
+    let mut p = plain(100.0);
+    p.exe = Some("/dev/shm/.x/kthreadx (deleted)".into());
+    let (level, score, ids) = judge1(&with(p));
+    assert_eq!((level, score), (Level::Suspicious, 40), "{ids:?}");
+    assert!(ids.contains(&"exe.deleted_staging".to_string()));
+}
+
+#[test]
+fn staging_path_alone_is_notice_and_upgrade_deleted_exe_is_weak() {
+    let mut p = plain(0.0);
+    p.exe = Some("/tmp/build/a.out".into());
+    assert_eq!(judge1(&with(p.clone())).2, vec!["exe.staging_path"]);
+    p.exe = Some("/usr/sbin/nginx (deleted)".into());
+    let (level, score, ids) = judge1(&with(p));
+    assert_eq!(
+        (level, score, ids),
+        (Level::Notice, 10, vec!["exe.deleted".to_string()])
+    );
+}
+
+#[test]
+fn memfd_exe_is_medium() {
+    let mut p = plain(0.0);
+    p.exe = Some("/memfd:x (deleted)".into());
+    let (level, score, ids) = judge1(&with(p));
+    assert_eq!(
+        (level, score, ids),
+        (Level::Notice, 30, vec!["exe.memfd".to_string()])
+    );
+}
+
+#[test]
+fn pool_port_and_fake_kworker_is_suspicious() {
+    let mut p = plain(0.0);
+    p.cmdline = vec!["[kworker/0:1]".into()];
+    p.connections = vec![Connection {
+        local: "10.0.0.5:50000".into(),
+        remote_ip: "192.0.2.7".into(),
+        remote_port: 3333,
+    }];
+    let (level, score, ids) = judge1(&with(p.clone()));
+    assert_eq!((level, score), (Level::Suspicious, 40), "{ids:?}");
+    assert!(
+        ids.contains(&"name.fake_kernel_thread".to_string())
+            && ids.contains(&"net.pool_port".to_string())
+    );
+    // A real kernel thread with that name is not fake.
+    p.kernel_thread = true;
+    p.connections.clear();
+    assert_eq!(judge1(&with(p)).0, Level::Clean);
+}
+
+#[test]
+fn pool_port_alone_is_notice() {
+    let mut p = plain(0.0);
+    p.connections = vec![Connection {
+        local: "10.0.0.5:50000".into(),
+        remote_ip: "192.0.2.7".into(),
+        remote_port: 4444,
+    }];
+    assert_eq!(judge1(&with(p)).0, Level::Notice);
+}
+
+#[test]
+fn campaign_name_is_medium() {
+    let mut p = plain(0.0);
+    p.comm = "kdevtmpfsi".into();
+    let (level, score, ids) = judge1(&with(p));
+    assert_eq!(
+        (level, score, ids),
+        (Level::Notice, 30, vec!["name.campaign".to_string()])
+    );
+}
+
+#[test]
+fn stratum_client_with_miner_args_is_at_least_suspicious() {
+    let mut p = plain(0.0);
+    p.comm = "worker".into();
+    p.cmdline = [
+        "worker",
+        "-o",
+        "stratum+tcp://127.0.0.1:41234",
+        "-u",
+        WALLET,
+        "-p",
+        "x",
+        "--donate-level",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    p.connections = vec![Connection {
+        local: "127.0.0.1:50000".into(),
+        remote_ip: "127.0.0.1".into(),
+        remote_port: 41234,
+    }];
+    let (level, _, ids) = judge1(&with(p.clone()));
+    assert_eq!(level, Level::Miner, "{ids:?}");
+    for id in ["net.stratum", "cmd.miner_args", "cmd.wallet"] {
+        assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
+    }
+    // Connected somewhere else: no stratum signal.
+    p.connections[0].remote_port = 41235;
+    let (_, _, ids) = judge1(&with(p));
+    assert!(!ids.contains(&"net.stratum".to_string()));
+}
+
+#[test]
+fn config_file_names_pool() {
+    let mut p = plain(0.0);
+    p.configs = vec![MinerConfig {
+        path: "/tmp/.x/config.json".into(),
+        pools: vec![PoolEntry {
+            url: Some("pool.supportxmr.com:443".into()),
+            user: Some(WALLET.into()),
+        }],
+        donate_level: Some(1),
+        has_randomx_section: true,
+        ..MinerConfig::default()
+    }];
+    p.connections = vec![Connection {
+        local: "10.0.0.5:50000".into(),
+        remote_ip: "198.51.100.3".into(),
+        remote_port: 443,
+    }];
+    let (level, _, ids) = judge1(&with(p.clone()));
+    // A hostname pool cannot be resolved offline: the port of the pool it names counts.
+    assert!(
+        ids.contains(&"config.miner".to_string()) && ids.contains(&"net.stratum".to_string()),
+        "{ids:?}"
+    );
+    assert_eq!(level, Level::Miner);
+    // Without the connection, a miner config alone is notice.
+    p.connections.clear();
+    assert_eq!(judge1(&with(p)).0, Level::Notice);
+}
+
+#[test]
+fn combination_rules() {
+    use Kind::*;
+    use Strength::*;
+    let s = |strength, kind| Signal::new("t", strength, kind, String::new());
+    assert_eq!(verdict(&[]), (Level::Clean, 0));
+    assert_eq!(verdict(&[s(Weak, Activity)]).0, Level::Notice);
+    // Any number of weak signals stays below suspicious.
+    let weak = vec![
+        s(Weak, Activity),
+        s(Weak, Stealth),
+        s(Weak, Intent),
+        s(Weak, Capability),
+        s(Weak, Stealth),
+    ];
+    assert_eq!(verdict(&weak), (Level::Notice, 39));
+    assert_eq!(
+        verdict(&[s(Medium, Stealth), s(Weak, Activity)]),
+        (Level::Suspicious, 40)
+    );
+    assert_eq!(
+        verdict(&[s(Medium, Stealth), s(Medium, Intent)]).0,
+        Level::Suspicious
+    );
+    // Strong without activity: suspicious; with activity: miner.
+    assert_eq!(verdict(&[s(Strong, Intent)]).0, Level::Suspicious);
+    assert_eq!(
+        verdict(&[s(Strong, Intent), s(Weak, Activity)]).0,
+        Level::Miner
+    );
+    assert_eq!(
+        verdict(&[s(Strong, Activity), s(Strong, Intent)]),
+        (Level::Miner, 100)
+    );
+    // Capability alone never rises above notice.
+    assert_eq!(
+        verdict(&[
+            s(Medium, Capability),
+            s(Medium, Capability),
+            s(Weak, Capability)
+        ]),
+        (Level::Notice, 39)
+    );
+}
+
+#[test]
+fn report_orders_findings_and_sets_verdict() {
+    let mut s = load("xmrig-light");
+    s.processes.push(plain(100.0));
+    s.processes.push(plain(0.0));
+    let r = judge(&s, &Policy::default());
+    assert_eq!(r.verdict, Level::Miner);
+    assert_eq!(r.findings.len(), 2);
+    assert!(r.findings[0].level > r.findings[1].level);
+    assert_eq!(r.processes_judged, 3);
+    assert_eq!(r.schema, "minerwatch/1");
+}
+
+/// Rewrites tests/fixtures/snapshots from tests/fixtures/proc:
+/// `cargo test --lib regenerate_snapshot_fixtures -- --ignored`.
+/// The recorded miners each ran one hashing thread at a full core; that CPU
+/// figure and, for xmrig-pool, its connection to the pool on 127.0.0.1:3333
+/// (tests/fixtures/README.md) are the only facts added.
+#[test]
+#[ignore]
+fn regenerate_snapshot_fixtures() {
+    use procfs::FromRead;
+    use procfs::process::{MemoryMaps, Stat, Status};
+    let proc_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc");
+    std::fs::create_dir_all(SNAPSHOTS).expect("mkdir");
+    for name in [
+        "xmrig-fast-hugepages",
+        "xmrig-light",
+        "xmrig-pool",
+        "monerod-regtest-mining",
+    ] {
+        let dir = format!("{proc_dir}/{name}");
+        let stat = Stat::from_file(format!("{dir}/stat")).expect("stat");
+        let status = Status::from_file(format!("{dir}/status")).expect("status");
+        let maps: Vec<_> = MemoryMaps::from_file(format!("{dir}/maps"))
+            .expect("maps")
+            .into_iter()
+            .collect();
+        let cmdline: Vec<String> = std::fs::read_to_string(format!("{dir}/cmdline"))
+            .expect("cmdline")
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        // One recording shows its argv joined by spaces, as setproctitle leaves it.
+        let exe = cmdline[0]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let memory = crate::observe::memory::summarize(
+            &maps,
+            status.vmrss.unwrap_or(0),
+            status.hugetlbpages.unwrap_or(0),
+        );
+        let connections = if name == "xmrig-pool" {
+            vec![Connection {
+                local: "127.0.0.1:40512".into(),
+                remote_ip: "127.0.0.1".into(),
+                remote_port: 3333,
+            }]
+        } else {
+            Vec::new()
+        };
+        let p = ProcessFacts {
+            pid: stat.pid,
+            start_time: stat.starttime,
+            ppid: stat.ppid,
+            ancestry: vec![Ancestor {
+                pid: stat.ppid,
+                name: "bash".into(),
+            }],
+            uid: status.ruid,
+            user: Some("root".into()),
+            comm: stat.comm.clone(),
+            cmdline,
+            exe: Some(exe),
+            cwd: Some("/root".into()),
+            container: None,
+            nice: stat.nice,
+            threads: u64::try_from(stat.num_threads).unwrap_or(0),
+            kernel_thread: false,
+            cpu: CpuFacts {
+                percent: 99.6,
+                ticks: 498,
+                threads: vec![ThreadCpu {
+                    tid: stat.pid + 5,
+                    name: stat.comm.clone(),
+                    percent: 99.4,
+                }],
+                whole_window: true,
+            },
+            memory: Some(memory),
+            connections,
+            ..ProcessFacts::default()
+        };
+        let snap = HostSnapshot {
+            schema: SNAPSHOT_SCHEMA.into(),
+            host: HostInfo {
+                hostname: "fixture".into(),
+                kernel: "6.1.0".into(),
+                cpus: 2,
+                boot_time: "2026-11-01T00:00:00Z".into(),
+                clock_ticks: 100,
+            },
+            started_at: "2026-11-01T01:00:00Z".into(),
+            window_secs: 5.0,
+            host_cpu: HostCpu {
+                busy_ticks: 520,
+                total_ticks: 1000,
+            },
+            processes: vec![p],
+            binaries: Vec::new(),
+            rules: RulesInfo::default(),
+            scope: Vec::new(),
+            coverage: Coverage {
+                processes: 1,
+                ..Coverage::default()
+            },
+        };
+        let json = serde_json::to_string_pretty(&snap).expect("json");
+        std::fs::write(format!("{SNAPSHOTS}/{name}.json"), json + "\n").expect("write");
+    }
+}

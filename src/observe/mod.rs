@@ -1,0 +1,815 @@
+//! Observe: every Linux read minerwatch makes, gathered into one [`HostSnapshot`].
+//!
+//! The scan takes a CPU sample of every process in scope, reads identity,
+//! memory layout, sockets, binaries and configs while the window runs, takes
+//! the second sample, then scans the libraries of the processes that turned
+//! out busy or RandomX-shaped. Every failure (a process that exits, a file we
+//! are refused) lands in the snapshot's coverage; none stops the scan.
+//!
+//! Limits: processes that start during the window are not observed; CPU is an
+//! average over one window (the agent keeps history); only TCP connections in
+//! the ESTABLISHED state are listed.
+
+pub mod config;
+pub mod files;
+pub mod memory;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use procfs::ProcError;
+use procfs::process::{FDTarget, MemoryMap, Process, Stat};
+use regex::Regex;
+
+use crate::signatures::{FileContext, FileScanner, Signatures};
+use crate::snapshot::*;
+use files::FileKey;
+
+/// The flag in `stat` that marks a kernel thread.
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// CPU (percent of a core) from which a process's libraries are scanned too.
+const CANDIDATE_CPU_PERCENT: f64 = 10.0;
+/// Ancestry chains are cut at this length (a loop would be a kernel bug).
+const MAX_ANCESTRY: usize = 64;
+
+/// How to observe.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// CPU sampling window.
+    pub window: Duration,
+    /// Limit to these pids and their descendants; empty for all.
+    pub pids: Vec<i32>,
+    /// Where procfs is mounted (`/proc`, or the host's /proc inside a container).
+    pub proc_root: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            window: Duration::from_secs(5),
+            pids: Vec::new(),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// Failures that stop a scan before it starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObserveError {
+    /// /proc cannot be listed.
+    #[error("cannot list processes in {path}: {source}; minerwatch needs procfs mounted there")]
+    ProcList { path: PathBuf, source: ProcError },
+    /// A `--pid` that names no running process.
+    #[error("--pid {0}: no such process; check it with `ps -p {0}` (it may have exited)")]
+    NoSuchPid(i32),
+}
+
+/// Records what could not be observed.
+#[derive(Default)]
+struct Gaps {
+    errors: Vec<CoverageError>,
+    inaccessible: BTreeSet<i32>,
+    vanished: BTreeSet<i32>,
+}
+
+impl Gaps {
+    fn record(&mut self, pid: Option<i32>, what: &str, error: &ProcError) {
+        if let Some(pid) = pid {
+            match error {
+                ProcError::PermissionDenied(_) => {
+                    self.inaccessible.insert(pid);
+                }
+                ProcError::NotFound(_) => {
+                    self.vanished.insert(pid);
+                }
+                _ => {}
+            }
+        }
+        self.note(pid, what, error.to_string());
+    }
+
+    fn note(&mut self, pid: Option<i32>, what: &str, error: String) {
+        tracing::debug!(?pid, what, %error, "coverage gap");
+        self.errors.push(CoverageError {
+            pid,
+            what: what.to_string(),
+            error,
+        });
+    }
+
+    fn io(&mut self, pid: i32, what: &str, error: &std::io::Error) {
+        match error.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                self.inaccessible.insert(pid);
+            }
+            std::io::ErrorKind::NotFound => {}
+            _ => {}
+        }
+        self.note(Some(pid), what, error.to_string());
+    }
+}
+
+/// A user from /etc/passwd.
+#[derive(Debug, Clone)]
+struct User {
+    name: String,
+    home: String,
+}
+
+fn read_users() -> HashMap<u32, User> {
+    let mut users = HashMap::new();
+    let Ok((bytes, _)) = files::read_regular(Path::new("/etc/passwd"), 8 * 1024 * 1024, true)
+    else {
+        return users;
+    };
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 7
+            && let Ok(uid) = f[2].parse::<u32>()
+        {
+            users.entry(uid).or_insert(User {
+                name: f[0].to_string(),
+                home: f[5].to_string(),
+            });
+        }
+    }
+    users
+}
+
+/// Host-wide busy and total ticks from the first line of /proc/stat.
+fn host_ticks(proc_root: &Path) -> Option<(u64, u64)> {
+    let (bytes, _) = files::read_regular(&proc_root.join("stat"), 1024 * 1024, true).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    let total = busy + get(3) + get(4);
+    Some((busy, total))
+}
+
+/// Container id (64 hex digits) from /proc/PID/cgroup paths.
+fn container_id(paths: &[String], re: &Regex) -> Option<String> {
+    paths
+        .iter()
+        .find_map(|p| re.find(p).map(|m| m.as_str().to_string()))
+}
+
+/// One process being observed.
+struct Tracked {
+    process: Process,
+    start_ticks: u64,
+    ticks0: u64,
+    threads0: HashMap<i32, u64>,
+    facts: ProcessFacts,
+    exec_files: Vec<memory::ExecFile>,
+    exe_key: Option<FileKey>,
+    socket_inodes: Vec<u64>,
+    zombie: bool,
+}
+
+fn thread_ticks(p: &Process) -> Result<HashMap<i32, (u64, String)>, ProcError> {
+    let mut out = HashMap::new();
+    for task in p.tasks()?.flatten() {
+        if let Ok(s) = task.stat() {
+            out.insert(task.tid, (s.utime + s.stime, s.comm));
+        }
+    }
+    Ok(out)
+}
+
+/// The scan's cache of scanned files, keyed by content identity.
+struct BinaryCache<'r> {
+    scanner: FileScanner<'r>,
+    by_key: HashMap<FileKey, String>,
+    binaries: Vec<BinaryFacts>,
+    buf: Vec<u8>,
+}
+
+impl<'r> BinaryCache<'r> {
+    fn new(sigs: &'r Signatures) -> Self {
+        BinaryCache {
+            scanner: sigs.scanner(),
+            by_key: HashMap::new(),
+            binaries: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Scans an opened file once per run and returns its id.
+    fn scan(&mut self, mut file: std::fs::File, key: FileKey, path: &str, owner: &str) -> String {
+        if let Some(id) = self.by_key.get(&key) {
+            return id.clone();
+        }
+        let id = key.to_string();
+        let mut facts = BinaryFacts {
+            id: id.clone(),
+            path: path.to_string(),
+            size: key.size,
+            ..BinaryFacts::default()
+        };
+        match files::read_capped(&mut file, files::MAX_BINARY_BYTES, &mut self.buf) {
+            Err(e) => facts.error = Some(format!("read: {e}")),
+            Ok(truncated) => {
+                use sha2::{Digest, Sha256};
+                facts.truncated = truncated;
+                facts.sha256 = Some(
+                    Sha256::digest(&self.buf)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                );
+                match self.scanner.scan(&self.buf, &FileContext { path, owner }) {
+                    Ok(m) => facts.matches = m,
+                    Err(e) => facts.error = Some(format!("scan: {e}")),
+                }
+            }
+        }
+        self.by_key.insert(key, id.clone());
+        self.binaries.push(facts);
+        // Give back the memory of a large file at once.
+        if self.buf.capacity() > 8 * 1024 * 1024 {
+            self.buf = Vec::new();
+        }
+        id
+    }
+}
+
+/// Observes the host.
+pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, ObserveError> {
+    let started_at = jiff::Timestamp::now().to_string();
+    let clock_ticks = procfs::ticks_per_second().max(1);
+    let mut gaps = Gaps::default();
+    let users = read_users();
+    let cid_re = Regex::new("[0-9a-f]{64}").ok();
+
+    // 1. The whole process table: scope and ancestry need every parent.
+    let all = procfs::process::all_processes_with_root(&opts.proc_root).map_err(|source| {
+        ObserveError::ProcList {
+            path: opts.proc_root.clone(),
+            source,
+        }
+    })?;
+    let mut table: HashMap<i32, Stat> = HashMap::new();
+    let mut handles: HashMap<i32, Process> = HashMap::new();
+    for p in all.flatten() {
+        if let Ok(stat) = p.stat() {
+            table.insert(p.pid, stat);
+            handles.insert(p.pid, p);
+        }
+    }
+    let scope: HashSet<i32> = if opts.pids.is_empty() {
+        table.keys().copied().collect()
+    } else {
+        for pid in &opts.pids {
+            if !table.contains_key(pid) {
+                return Err(ObserveError::NoSuchPid(*pid));
+            }
+        }
+        descendants(&table, &opts.pids)
+    };
+    // Never judge ourselves: our CPU is the scan's, our memory holds the rules.
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
+    let mut pids: Vec<i32> = scope.iter().copied().filter(|p| *p != me).collect();
+    pids.sort_unstable();
+    let in_scope = pids.len();
+
+    // 2. First CPU sample.
+    let host0 = host_ticks(&opts.proc_root);
+    let t0 = Instant::now();
+    let mut tracked: Vec<Tracked> = Vec::with_capacity(pids.len());
+    for pid in &pids {
+        let (Some(p), Some(stat)) = (handles.remove(pid), table.get(pid)) else {
+            continue;
+        };
+        let threads0 = match thread_ticks(&p) {
+            Ok(t) => t
+                .into_iter()
+                .map(|(tid, (ticks, _))| (tid, ticks))
+                .collect(),
+            Err(e) => {
+                gaps.record(Some(*pid), "task list", &e);
+                HashMap::new()
+            }
+        };
+        let facts = ProcessFacts {
+            pid: *pid,
+            start_time: stat.starttime,
+            ppid: stat.ppid,
+            comm: stat.comm.clone(),
+            nice: stat.nice,
+            threads: u64::try_from(stat.num_threads).unwrap_or(0),
+            kernel_thread: stat.flags & PF_KTHREAD != 0,
+            ..ProcessFacts::default()
+        };
+        tracked.push(Tracked {
+            process: p,
+            start_ticks: stat.starttime,
+            ticks0: stat.utime + stat.stime,
+            threads0,
+            facts,
+            exec_files: Vec::new(),
+            exe_key: None,
+            socket_inodes: Vec::new(),
+            zombie: stat.state == 'Z' || stat.state == 'X',
+        });
+    }
+    drop(handles);
+
+    // 3. Details, while the window runs.
+    let mut cache = BinaryCache::new(sigs);
+    let mut config_cache: HashMap<(u64, u64, String), Option<MinerConfig>> = HashMap::new();
+    for t in &mut tracked {
+        details(
+            t,
+            &users,
+            cid_re.as_ref(),
+            &mut cache,
+            &mut config_cache,
+            &opts.proc_root,
+            &mut gaps,
+        );
+    }
+
+    // 4. Second CPU sample at the end of the window.
+    if let Some(rest) = opts.window.checked_sub(t0.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let host1 = host_ticks(&opts.proc_root);
+    let elapsed = t0.elapsed().as_secs_f64().max(0.001);
+    let per_tick = 100.0 / (clock_ticks as f64 * elapsed);
+    let mut alive = Vec::with_capacity(tracked.len());
+    for mut t in tracked {
+        let pid = t.facts.pid;
+        match t.process.stat() {
+            Ok(s) if s.starttime == t.start_ticks => {
+                let ticks = (s.utime + s.stime).saturating_sub(t.ticks0);
+                t.facts.cpu.ticks = ticks;
+                t.facts.cpu.percent = ticks as f64 * per_tick;
+                t.facts.cpu.whole_window = true;
+                t.facts.threads = u64::try_from(s.num_threads).unwrap_or(t.facts.threads);
+                if let Ok(threads1) = thread_ticks(&t.process) {
+                    let mut threads: Vec<ThreadCpu> = threads1
+                        .into_iter()
+                        .filter_map(|(tid, (ticks1, name))| {
+                            let d =
+                                ticks1.saturating_sub(t.threads0.get(&tid).copied().unwrap_or(0));
+                            (d > 0).then(|| ThreadCpu {
+                                tid,
+                                name,
+                                percent: (d as f64 * per_tick * 10.0).round() / 10.0,
+                            })
+                        })
+                        .collect();
+                    threads.sort_by(|a, b| b.percent.total_cmp(&a.percent).then(a.tid.cmp(&b.tid)));
+                    threads.truncate(32);
+                    t.facts.cpu.threads = threads;
+                }
+                alive.push(t);
+            }
+            Ok(_) => {
+                gaps.vanished.insert(pid);
+                gaps.note(
+                    Some(pid),
+                    "cpu sample",
+                    "the pid was reused by a new process during the window".into(),
+                );
+            }
+            Err(e) => {
+                gaps.record(Some(pid), "cpu sample", &e);
+                gaps.vanished.insert(pid);
+            }
+        }
+    }
+
+    // 5. Sockets, libraries of candidates, ancestry.
+    connections(&mut alive, &mut gaps);
+    for t in &mut alive {
+        if is_candidate(&t.facts) {
+            scan_libraries(t, &users, &mut cache, &opts.proc_root, &mut gaps);
+        }
+    }
+    let parents: HashMap<i32, (i32, String)> = table
+        .iter()
+        .map(|(pid, s)| (*pid, (s.ppid, s.comm.clone())))
+        .collect();
+    for t in &mut alive {
+        t.facts.ancestry = ancestry(t.facts.ppid, &parents);
+    }
+
+    let host_cpu = match (host0, host1) {
+        (Some((b0, t0)), Some((b1, t1))) => HostCpu {
+            busy_ticks: b1.saturating_sub(b0),
+            total_ticks: t1.saturating_sub(t0),
+        },
+        _ => {
+            gaps.note(
+                None,
+                "/proc/stat",
+                "host CPU ticks could not be read".into(),
+            );
+            HostCpu::default()
+        }
+    };
+    let processes: Vec<ProcessFacts> = alive
+        .into_iter()
+        .filter(|t| !gaps.vanished.contains(&t.facts.pid))
+        .map(|t| t.facts)
+        .collect();
+    let mut scope_pids = opts.pids.clone();
+    scope_pids.sort_unstable();
+    Ok(HostSnapshot {
+        schema: SNAPSHOT_SCHEMA.to_string(),
+        host: host_info(clock_ticks),
+        started_at,
+        window_secs: (elapsed * 100.0).round() / 100.0,
+        host_cpu,
+        processes,
+        binaries: cache.binaries,
+        rules: sigs.info().clone(),
+        scope: scope_pids,
+        coverage: Coverage {
+            processes: in_scope,
+            inaccessible: gaps.inaccessible.len(),
+            vanished: gaps.vanished.len(),
+            errors: gaps.errors,
+        },
+    })
+}
+
+fn descendants(table: &HashMap<i32, Stat>, roots: &[i32]) -> HashSet<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (pid, s) in table {
+        children.entry(s.ppid).or_default().push(*pid);
+    }
+    let mut out: HashSet<i32> = HashSet::new();
+    let mut stack: Vec<i32> = roots.to_vec();
+    while let Some(pid) = stack.pop() {
+        if out.insert(pid)
+            && let Some(c) = children.get(&pid)
+        {
+            stack.extend(c);
+        }
+    }
+    out
+}
+
+fn ancestry(mut ppid: i32, parents: &HashMap<i32, (i32, String)>) -> Vec<Ancestor> {
+    let mut out = Vec::new();
+    while ppid > 0 && out.len() < MAX_ANCESTRY {
+        let Some((next, name)) = parents.get(&ppid) else {
+            break;
+        };
+        out.push(Ancestor {
+            pid: ppid,
+            name: name.clone(),
+        });
+        ppid = *next;
+    }
+    out
+}
+
+fn host_info(clock_ticks: u64) -> HostInfo {
+    let boot = sysinfo::System::boot_time().unwrap_or(0);
+    let boot_time = i64::try_from(boot)
+        .ok()
+        .and_then(|b| jiff::Timestamp::from_second(b).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    HostInfo {
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        boot_time,
+        clock_ticks,
+    }
+}
+
+fn is_candidate(f: &ProcessFacts) -> bool {
+    f.cpu.percent >= CANDIDATE_CPU_PERCENT
+        || f.memory
+            .as_ref()
+            .is_some_and(|m| !m.exec_anon.is_empty() || !m.large_anon.is_empty())
+}
+
+fn details(
+    t: &mut Tracked,
+    users: &HashMap<u32, User>,
+    cid_re: Option<&Regex>,
+    cache: &mut BinaryCache<'_>,
+    config_cache: &mut HashMap<(u64, u64, String), Option<MinerConfig>>,
+    proc_root: &Path,
+    gaps: &mut Gaps,
+) {
+    let pid = t.facts.pid;
+    let p = &t.process;
+    match p.uid() {
+        Ok(uid) => {
+            t.facts.uid = uid;
+            t.facts.user = users.get(&uid).map(|u| u.name.clone());
+        }
+        Err(e) => gaps.record(Some(pid), "uid", &e),
+    }
+    match p.cmdline() {
+        Ok(c) => t.facts.cmdline = c,
+        Err(e) => {
+            gaps.record(Some(pid), "cmdline", &e);
+            if !p.is_alive() {
+                return;
+            }
+        }
+    }
+    if t.facts.kernel_thread || t.zombie {
+        return;
+    }
+    match p.exe() {
+        Ok(e) => t.facts.exe = Some(e.to_string_lossy().into_owned()),
+        Err(ProcError::NotFound(_)) if p.is_alive() => {}
+        Err(e) => gaps.record(Some(pid), "exe link", &e),
+    }
+    match p.cwd() {
+        Ok(c) => t.facts.cwd = Some(c.to_string_lossy().into_owned()),
+        Err(ProcError::NotFound(_)) if p.is_alive() => {}
+        Err(e) => gaps.record(Some(pid), "cwd", &e),
+    }
+    if let (Some(re), Ok(groups)) = (cid_re, p.cgroups()) {
+        let paths: Vec<String> = groups.0.iter().map(|g| g.pathname.clone()).collect();
+        t.facts.container = container_id(&paths, re);
+    }
+    let (rss, huge) = match p.status() {
+        Ok(s) => (s.vmrss.unwrap_or(0), s.hugetlbpages.unwrap_or(0)),
+        Err(e) => {
+            gaps.record(Some(pid), "status", &e);
+            (0, 0)
+        }
+    };
+    match p.maps() {
+        Ok(maps) => {
+            let maps: Vec<MemoryMap> = maps.into_iter().collect();
+            let mut facts = memory::summarize(&maps, rss, huge);
+            if !facts.large_anon.is_empty()
+                && let Ok(r) = p.smaps_rollup()
+                && let Some(m) = r.memory_map_rollup.0.first()
+            {
+                facts.anon_huge_kib =
+                    m.extension.map.get("AnonHugePages").copied().unwrap_or(0) / 1024;
+            }
+            t.exec_files = memory::exec_files(&maps);
+            t.facts.memory = Some(facts);
+        }
+        Err(e) => gaps.record(Some(pid), "maps", &e),
+    }
+    match p.fd() {
+        Ok(fds) => {
+            for fd in fds.flatten() {
+                if let FDTarget::Socket(inode) = fd.target {
+                    t.socket_inodes.push(inode);
+                }
+            }
+        }
+        Err(e) => gaps.record(Some(pid), "fd list", &e),
+    }
+
+    // The executable, scanned once per distinct file.
+    let owner_of = |uid: u32| {
+        users
+            .get(&uid)
+            .map(|u| u.name.clone())
+            .unwrap_or_else(|| uid.to_string())
+    };
+    if let Some(exe) = t.facts.exe.clone() {
+        let link = proc_root.join(pid.to_string()).join("exe");
+        match files::open_regular(&link, false) {
+            Ok((file, key)) => {
+                let owner = file
+                    .metadata()
+                    .map(|m| owner_of(std::os::unix::fs::MetadataExt::uid(&m)))
+                    .unwrap_or_default();
+                t.exe_key = Some(key);
+                t.facts.exe_binary = Some(cache.scan(file, key, &exe, &owner));
+            }
+            Err(e) => gaps.io(pid, "exe scan", &e),
+        }
+    }
+
+    // XMRig-style configs.
+    let root = proc_root.join(pid.to_string()).join("root");
+    let root_id = match std::fs::metadata(&root) {
+        Ok(m) => (
+            std::os::unix::fs::MetadataExt::dev(&m),
+            std::os::unix::fs::MetadataExt::ino(&m),
+        ),
+        Err(e) => {
+            gaps.io(pid, "root", &e);
+            return;
+        }
+    };
+    let mut candidates: Vec<String> = Vec::new();
+    if let Some(exe) = &t.facts.exe {
+        let path = exe.trim_end_matches(" (deleted)");
+        if path.starts_with('/')
+            && !path.starts_with("/memfd:")
+            && let Some((dir, _)) = path.rsplit_once('/')
+        {
+            candidates.push(format!("{dir}/config.json"));
+        }
+    }
+    if let Some(cwd) = &t.facts.cwd {
+        candidates.push(format!("{}/config.json", cwd.trim_end_matches('/')));
+    }
+    if let Some(home) = users
+        .get(&t.facts.uid)
+        .map(|u| u.home.trim_end_matches('/').to_string())
+    {
+        candidates.push(format!("{home}/.xmrig.json"));
+        candidates.push(format!("{home}/.config/xmrig.json"));
+    }
+    candidates.dedup();
+    for path in candidates {
+        let key = (root_id.0, root_id.1, path.clone());
+        let found = config_cache
+            .entry(key)
+            .or_insert_with(|| {
+                let full = root.join(path.trim_start_matches('/'));
+                match files::read_regular(&full, files::MAX_CONFIG_BYTES, true) {
+                    Ok((bytes, _)) => config::parse(&path, &bytes),
+                    Err(_) => None,
+                }
+            })
+            .clone();
+        if let Some(c) = found
+            && !t.facts.configs.iter().any(|x| x.path == c.path)
+        {
+            t.facts.configs.push(c);
+        }
+    }
+}
+
+/// Established TCP connections of each process, per network namespace.
+fn connections(tracked: &mut [Tracked], gaps: &mut Gaps) {
+    let mut tables: HashMap<String, HashMap<u64, Connection>> = HashMap::new();
+    for t in tracked.iter_mut() {
+        if t.socket_inodes.is_empty() {
+            continue;
+        }
+        let pid = t.facts.pid;
+        let ns = match t.process.namespaces() {
+            Ok(n) => {
+                n.0.get(std::ffi::OsStr::new("net"))
+                    .map(|n| format!("{}:{}", n.identifier, n.device_id))
+                    .unwrap_or_default()
+            }
+            Err(e) => {
+                gaps.record(Some(pid), "net namespace", &e);
+                continue;
+            }
+        };
+        if !tables.contains_key(&ns) {
+            let mut table = HashMap::new();
+            for (name, entries) in [("net/tcp", t.process.tcp()), ("net/tcp6", t.process.tcp6())] {
+                match entries {
+                    Ok(entries) => {
+                        for e in entries {
+                            if e.state == procfs::net::TcpState::Established {
+                                table.insert(e.inode, connection(&e));
+                            }
+                        }
+                    }
+                    Err(err) => gaps.record(Some(pid), name, &err),
+                }
+            }
+            tables.insert(ns.clone(), table);
+        }
+        if let Some(table) = tables.get(&ns) {
+            let mut conns: Vec<Connection> = t
+                .socket_inodes
+                .iter()
+                .filter_map(|i| table.get(i).cloned())
+                .collect();
+            conns.sort_by(|a, b| (&a.remote_ip, a.remote_port).cmp(&(&b.remote_ip, b.remote_port)));
+            conns.dedup();
+            t.facts.connections = conns;
+        }
+    }
+}
+
+fn plain_ip(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        v4 => v4.to_string(),
+    }
+}
+
+fn connection(e: &procfs::net::TcpNetEntry) -> Connection {
+    Connection {
+        local: format!(
+            "{}:{}",
+            plain_ip(e.local_address.ip()),
+            e.local_address.port()
+        ),
+        remote_ip: plain_ip(e.remote_address.ip()),
+        remote_port: e.remote_address.port(),
+    }
+}
+
+/// Scans the file-backed executable mappings (shared libraries) of a candidate.
+fn scan_libraries(
+    t: &mut Tracked,
+    users: &HashMap<u32, User>,
+    cache: &mut BinaryCache<'_>,
+    proc_root: &Path,
+    gaps: &mut Gaps,
+) {
+    let pid = t.facts.pid;
+    let mut seen: HashSet<u64> = HashSet::new();
+    for memory::ExecFile {
+        start,
+        end,
+        inode,
+        path,
+    } in &t.exec_files
+    {
+        if t.exe_key.is_some_and(|k| k.ino == *inode) || !seen.insert(*inode) {
+            continue;
+        }
+        // map_files names the mapped file itself, even deleted or replaced.
+        let link = proc_root
+            .join(pid.to_string())
+            .join("map_files")
+            .join(format!("{start:x}-{end:x}"));
+        let opened = files::open_regular(&link, false).or_else(|_| {
+            let clean = path.trim_end_matches(" (deleted)");
+            let full = proc_root
+                .join(pid.to_string())
+                .join("root")
+                .join(clean.trim_start_matches('/'));
+            files::open_regular(&full, true).and_then(|(f, k)| {
+                if k.ino == *inode {
+                    Ok((f, k))
+                } else {
+                    Err(std::io::Error::other("file on disk is not the mapped one"))
+                }
+            })
+        });
+        match opened {
+            Ok((file, key)) => {
+                let owner = file
+                    .metadata()
+                    .ok()
+                    .and_then(|m| {
+                        users
+                            .get(&std::os::unix::fs::MetadataExt::uid(&m))
+                            .map(|u| u.name.clone())
+                    })
+                    .unwrap_or_default();
+                let id = cache.scan(file, key, path, &owner);
+                if !t.facts.library_binaries.contains(&id) {
+                    t.facts.library_binaries.push(id);
+                }
+            }
+            Err(e) => gaps.io(pid, &format!("library scan {path}"), &e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let re = Regex::new("[0-9a-f]{64}").expect("regex");
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let paths = vec![format!("/system.slice/docker-{id}.scope")];
+        assert_eq!(container_id(&paths, &re).as_deref(), Some(id));
+        assert_eq!(container_id(&["/user.slice".to_string()], &re), None);
+    }
+
+    #[test]
+    fn ancestry_walks_to_init() {
+        let parents: HashMap<i32, (i32, String)> = [
+            (1, (0, "systemd".to_string())),
+            (100, (1, "sshd".to_string())),
+            (200, (100, "bash".to_string())),
+        ]
+        .into();
+        let a = ancestry(200, &parents);
+        assert_eq!(
+            a.iter().map(|x| x.pid).collect::<Vec<_>>(),
+            vec![200, 100, 1]
+        );
+        assert_eq!(a[1].name, "sshd");
+    }
+}

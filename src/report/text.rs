@@ -1,0 +1,148 @@
+//! The human table: one row per finding, its evidence beneath, a summary.
+
+use std::io::{self, Write};
+
+use super::{Counts, Render};
+use crate::judge::{Finding, Level, Report};
+
+/// `--format text`.
+pub struct Text {
+    /// Use ANSI colours (only on a TTY, and never with NO_COLOR).
+    pub color: bool,
+    /// Print every signal of every finding, not only the strongest three.
+    pub verbose: bool,
+}
+
+const SHOWN_SIGNALS: usize = 3;
+
+impl Text {
+    fn paint(&self, level: Level, s: &str) -> String {
+        if !self.color {
+            return s.to_string();
+        }
+        let code = match level {
+            Level::Miner => "1;31",
+            Level::Suspicious => "1;33",
+            Level::Notice => "36",
+            Level::Clean => "32",
+        };
+        format!("\x1b[{code}m{s}\x1b[0m")
+    }
+
+    fn finding(&self, f: &Finding, out: &mut dyn Write) -> io::Result<()> {
+        let p = &f.process;
+        let user = p.user.clone().unwrap_or_else(|| p.uid.to_string());
+        let level = format!("{:<10}", f.level.as_str().to_uppercase());
+        writeln!(
+            out,
+            "{} {:>5} {:>7}  {:<10} {:>6.1}  {}",
+            self.paint(f.level, &level),
+            f.score,
+            f.pid,
+            truncate(&user, 10),
+            p.cpu_percent,
+            p.name
+        )?;
+        let indent = "                                          ";
+        if let Some(exe) = &p.exe {
+            writeln!(out, "{indent}exe      {exe}")?;
+        }
+        if !p.cmdline.is_empty() {
+            writeln!(
+                out,
+                "{indent}cmdline  {}",
+                truncate(&p.cmdline.join(" "), 160)
+            )?;
+        }
+        if !p.ancestry.is_empty() {
+            let chain: Vec<String> = p
+                .ancestry
+                .iter()
+                .map(|a| format!("{}({})", a.name, a.pid))
+                .collect();
+            writeln!(out, "{indent}parents  {}", chain.join(" < "))?;
+        }
+        if let Some(c) = &p.container {
+            writeln!(out, "{indent}container {c}")?;
+        }
+        let shown = if self.verbose || f.level >= Level::Suspicious {
+            f.signals.len()
+        } else {
+            SHOWN_SIGNALS.min(f.signals.len())
+        };
+        let mut signals: Vec<_> = f.signals.iter().collect();
+        signals.sort_by_key(|s| std::cmp::Reverse(s.weight));
+        for s in &signals[..shown] {
+            writeln!(out, "{indent}+{:<3} {:<24} {}", s.weight, s.id, s.evidence)?;
+        }
+        if shown < signals.len() {
+            writeln!(
+                out,
+                "{indent}… {} more (--format json shows all)",
+                signals.len() - shown
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+impl Render for Text {
+    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        if !report.findings.is_empty() {
+            writeln!(
+                out,
+                "LEVEL      SCORE     PID  USER           CPU%  PROCESS / EVIDENCE"
+            )?;
+            for f in &report.findings {
+                self.finding(f, out)?;
+            }
+            writeln!(out)?;
+        }
+        for h in &report.host_findings {
+            writeln!(
+                out,
+                "HOST {} {}: {}",
+                self.paint(h.level, h.level.as_str()),
+                h.id,
+                h.evidence
+            )?;
+        }
+        let c = Counts::of(report);
+        let cov = &report.coverage;
+        let scope = if report.scope.is_empty() {
+            String::new()
+        } else {
+            let pids: Vec<String> = report.scope.iter().map(i32::to_string).collect();
+            format!(" (scope: --pid {} and descendants)", pids.join(", "))
+        };
+        writeln!(
+            out,
+            "verdict: {}  ({} miner, {} suspicious, {} notice among {} processes on {}, {:.1} s window){scope}",
+            self.paint(report.verdict, report.verdict.as_str()),
+            c.miner,
+            c.suspicious,
+            c.notice,
+            report.processes_judged,
+            report.host.hostname,
+            report.window_secs,
+        )?;
+        writeln!(
+            out,
+            "coverage: {} processes, {} inaccessible, {} vanished, {} read errors",
+            cov.processes,
+            cov.inaccessible,
+            cov.vanished,
+            cov.errors.len()
+        )
+    }
+}

@@ -1,0 +1,249 @@
+//! The observed facts of one host: the boundary between observe and judge.
+//!
+//! A [`HostSnapshot`] is plain data. `observe` fills it from a live system,
+//! `--save` writes it as JSON, `analyze` reads it back, and the judge turns it
+//! into a report without any further I/O. Fields may be added, never renamed:
+//! a snapshot saved by an older minerwatch must still load.
+
+use serde::{Deserialize, Serialize};
+
+/// The value of the `schema` field of every saved snapshot.
+pub const SNAPSHOT_SCHEMA: &str = "minerwatch-snapshot/1";
+
+/// Everything observed on one host in one scan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostSnapshot {
+    /// Always [`SNAPSHOT_SCHEMA`].
+    pub schema: String,
+    /// The host the snapshot was taken on.
+    pub host: HostInfo,
+    /// When observation started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Length of the CPU sampling window in seconds.
+    pub window_secs: f64,
+    /// Host-wide CPU ticks over the window, from /proc/stat.
+    pub host_cpu: HostCpu,
+    /// The processes in scope, in pid order.
+    pub processes: Vec<ProcessFacts>,
+    /// Every distinct file scanned with the rules (executables and libraries).
+    pub binaries: Vec<BinaryFacts>,
+    /// The rules the binaries were scanned with.
+    pub rules: RulesInfo,
+    /// The pids the scan was limited to (`--pid`), empty for the whole host.
+    #[serde(default)]
+    pub scope: Vec<i32>,
+    /// What could not be observed.
+    pub coverage: Coverage,
+}
+
+/// Identity of the host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub kernel: String,
+    pub cpus: usize,
+    /// Boot time, RFC 3339 UTC.
+    pub boot_time: String,
+    /// Kernel clock ticks per second (`getconf CLK_TCK`).
+    pub clock_ticks: u64,
+}
+
+/// Host-wide CPU time over the sampling window, in clock ticks summed over all CPUs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct HostCpu {
+    /// Busy ticks (everything but idle and iowait).
+    pub busy_ticks: u64,
+    /// All ticks, busy or not.
+    pub total_ticks: u64,
+}
+
+/// One process as observed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessFacts {
+    pub pid: i32,
+    /// Start time in clock ticks after boot: with `pid`, identifies the process.
+    pub start_time: u64,
+    pub ppid: i32,
+    /// Parents from the nearest up to pid 1.
+    pub ancestry: Vec<Ancestor>,
+    pub uid: u32,
+    pub user: Option<String>,
+    /// `comm`: the kernel's 15-byte name, settable by the process itself.
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    /// Target of /proc/PID/exe, as the kernel prints it (may end in ` (deleted)`
+    /// or start with `/memfd:`); `None` for kernel threads or when unreadable.
+    pub exe: Option<String>,
+    pub cwd: Option<String>,
+    /// Container id parsed from /proc/PID/cgroup.
+    pub container: Option<String>,
+    pub nice: i64,
+    pub threads: u64,
+    /// PF_KTHREAD is set: a real kernel thread.
+    pub kernel_thread: bool,
+    /// CPU use over the window.
+    pub cpu: CpuFacts,
+    /// Memory layout; `None` when maps could not be read.
+    pub memory: Option<MemoryFacts>,
+    /// Established TCP connections.
+    pub connections: Vec<Connection>,
+    /// Id (see [`BinaryFacts::id`]) of the scanned executable.
+    pub exe_binary: Option<String>,
+    /// Ids of scanned file-backed executable mappings other than the exe.
+    #[serde(default)]
+    pub library_binaries: Vec<String>,
+    /// Miner configuration files found for this process.
+    pub configs: Vec<MinerConfig>,
+}
+
+/// A parent in the ancestry chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: i32,
+    pub name: String,
+}
+
+/// CPU use of a process over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuFacts {
+    /// Percent of one core (200 = two cores fully busy).
+    pub percent: f64,
+    /// utime+stime ticks spent during the window.
+    pub ticks: u64,
+    /// Per-thread use, busiest first; threads that used no CPU are left out.
+    pub threads: Vec<ThreadCpu>,
+    /// False when the process started during the window (its figure covers less time).
+    #[serde(default = "default_true")]
+    pub whole_window: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// CPU use of one thread over the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThreadCpu {
+    pub tid: i32,
+    pub name: String,
+    pub percent: f64,
+}
+
+/// Memory layout summary from maps, smaps and status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryFacts {
+    /// VmRSS in KiB (excludes hugetlb pages).
+    pub rss_kib: u64,
+    /// HugetlbPages in KiB.
+    pub hugetlb_kib: u64,
+    /// AnonHugePages (transparent huge pages) in KiB.
+    pub anon_huge_kib: u64,
+    /// Total size of anonymous mappings in KiB (including hugetlb ones).
+    pub anon_total_kib: u64,
+    /// Anonymous mappings of 64 MiB or more, largest first.
+    pub large_anon: Vec<Region>,
+    /// Anonymous mappings that are executable (JIT code), including rwx ones.
+    pub exec_anon: Vec<Region>,
+    /// File-backed executable mappings whose file is deleted or in memory (memfd).
+    #[serde(default)]
+    pub exec_deleted_files: Vec<Region>,
+}
+
+/// One mapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    /// Start address, hex with 0x.
+    pub start: String,
+    pub size: u64,
+    /// Permissions as in maps, e.g. `rwxp`.
+    pub perms: String,
+    /// Backing path or pseudo-path (`/anon_hugepage (deleted)`), if any.
+    pub path: Option<String>,
+}
+
+/// An established TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub local: String,
+    pub remote_ip: String,
+    pub remote_port: u16,
+}
+
+/// A file scanned with the rules, once per run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BinaryFacts {
+    /// `dev:inode:size:mtime`, the identity of the file's content.
+    pub id: String,
+    /// The path it was first seen under.
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the bytes read (hex); of the whole file unless `truncated`.
+    pub sha256: Option<String>,
+    /// True when the file was larger than the per-file read cap.
+    pub truncated: bool,
+    pub matches: Vec<RuleMatch>,
+    /// Why it could not be scanned, if it could not.
+    pub error: Option<String>,
+}
+
+/// One matching rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMatch {
+    pub rule: String,
+    pub namespace: String,
+    /// `category` metadata: randomx, xmrig, miner, stratum; `user` for user rules without one.
+    pub category: String,
+    pub description: Option<String>,
+    /// True for rules from `--rules`, false for the embedded ones.
+    pub user: bool,
+}
+
+/// A miner configuration file (XMRig-style JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MinerConfig {
+    pub path: String,
+    pub pools: Vec<PoolEntry>,
+    pub donate_level: Option<i64>,
+    pub has_randomx_section: bool,
+    pub has_cpu_section: bool,
+    /// Set when the file exists but is not valid JSON.
+    pub parse_error: Option<String>,
+}
+
+/// One `pools[]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolEntry {
+    pub url: Option<String>,
+    pub user: Option<String>,
+}
+
+/// Which rules were in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RulesInfo {
+    pub embedded: usize,
+    pub user: usize,
+    /// SHA-256 over all rule sources, to tell rule sets apart.
+    pub hash: String,
+}
+
+/// What the scan could not see.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Processes in scope at the start.
+    pub processes: usize,
+    /// Processes (or files of processes) we were refused.
+    pub inaccessible: usize,
+    /// Processes that exited during the scan.
+    pub vanished: usize,
+    /// Each failure, with what failed.
+    pub errors: Vec<CoverageError>,
+}
+
+/// One recorded failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoverageError {
+    pub pid: Option<i32>,
+    /// What was being read, e.g. `maps`, `exe scan`, `net/tcp`.
+    pub what: String,
+    pub error: String,
+}
