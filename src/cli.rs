@@ -73,7 +73,12 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// CPU sampling window in seconds.
-    #[arg(long, default_value = "5", value_name = "SECS")]
+    #[arg(
+        long,
+        default_value = "5",
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
     pub window: String,
     /// Limit the scan to this process and its descendants (repeatable).
     #[arg(long = "pid", value_name = "PID")]

@@ -64,7 +64,7 @@ rule randomx_jit_program_code
 {
     meta:
         category = "randomx"
-        description = "x86-64 RandomX program code as emitted by the RandomX JIT (eight cvtdq2pd scratchpad loads plus the dataset-offset mask): a RandomX VM is or was executing here"
+        description = "x86-64 RandomX program code as emitted by the RandomX JIT (eight cvtdq2pd scratchpad loads with the integer loads or the dataset mask): a RandomX VM is or was executing here"
         scope = "memory"
 
     strings:

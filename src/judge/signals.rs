@@ -251,7 +251,7 @@ fn code(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
                 })
                 .collect()
         };
-        let m = by(&["xmrig", "miner"], false);
+        let m = by(&["xmrig", "miner", "stratum"], false);
         if !m.is_empty() {
             miner.push(format!("{role} {} matches {}", b.path, rule_list(&m)));
         }

@@ -173,6 +173,54 @@ struct Tracked {
     exe_key: Option<FileKey>,
     socket_inodes: Vec<u64>,
     zombie: bool,
+    /// Observed since the first sample (false: started during the window).
+    whole_window: bool,
+}
+
+/// Starts tracking a process: its identity and first CPU sample. A process
+/// first seen after the window began counts its CPU from its start.
+fn track(p: Process, stat: &Stat, whole_window: bool, gaps: &mut Gaps) -> Tracked {
+    let pid = p.pid;
+    let threads0 = if whole_window {
+        match thread_ticks(&p) {
+            Ok(t) => t
+                .into_iter()
+                .map(|(tid, (ticks, _))| (tid, ticks))
+                .collect(),
+            Err(e) => {
+                gaps.record(Some(pid), "task list", &e);
+                HashMap::new()
+            }
+        }
+    } else {
+        HashMap::new()
+    };
+    let facts = ProcessFacts {
+        pid,
+        start_time: stat.starttime,
+        ppid: stat.ppid,
+        comm: stat.comm.clone(),
+        nice: stat.nice,
+        threads: u64::try_from(stat.num_threads).unwrap_or(0),
+        kernel_thread: stat.flags & PF_KTHREAD != 0,
+        ..ProcessFacts::default()
+    };
+    Tracked {
+        process: p,
+        start_ticks: stat.starttime,
+        ticks0: if whole_window {
+            stat.utime + stat.stime
+        } else {
+            0
+        },
+        threads0,
+        facts,
+        exec_files: Vec::new(),
+        exe_key: None,
+        socket_inodes: Vec::new(),
+        zombie: stat.state == 'Z' || stat.state == 'X',
+        whole_window,
+    }
 }
 
 fn thread_ticks(p: &Process) -> Result<HashMap<i32, (u64, String)>, ProcError> {
@@ -289,37 +337,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
         let (Some(p), Some(stat)) = (handles.remove(pid), table.get(pid)) else {
             continue;
         };
-        let threads0 = match thread_ticks(&p) {
-            Ok(t) => t
-                .into_iter()
-                .map(|(tid, (ticks, _))| (tid, ticks))
-                .collect(),
-            Err(e) => {
-                gaps.record(Some(*pid), "task list", &e);
-                HashMap::new()
-            }
-        };
-        let facts = ProcessFacts {
-            pid: *pid,
-            start_time: stat.starttime,
-            ppid: stat.ppid,
-            comm: stat.comm.clone(),
-            nice: stat.nice,
-            threads: u64::try_from(stat.num_threads).unwrap_or(0),
-            kernel_thread: stat.flags & PF_KTHREAD != 0,
-            ..ProcessFacts::default()
-        };
-        tracked.push(Tracked {
-            process: p,
-            start_ticks: stat.starttime,
-            ticks0: stat.utime + stat.stime,
-            threads0,
-            facts,
-            exec_files: Vec::new(),
-            exe_key: None,
-            socket_inodes: Vec::new(),
-            zombie: stat.state == 'Z' || stat.state == 'X',
-        });
+        tracked.push(track(p, stat, true, &mut gaps));
     }
     drop(handles);
 
@@ -342,6 +360,49 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     if let Some(rest) = opts.window.checked_sub(t0.elapsed()) {
         std::thread::sleep(rest);
     }
+    // Processes that started during the window (a build's next compiler, a
+    // miner restarted by cron) are observed too, for the part they ran.
+    if let Ok(all) = procfs::process::all_processes_with_root(&opts.proc_root) {
+        let mut fresh: Vec<(Process, Stat)> = Vec::new();
+        for p in all.flatten() {
+            let known = table.get(&p.pid).is_some_and(|s| {
+                tracked
+                    .iter()
+                    .any(|t| t.facts.pid == p.pid && t.start_ticks == s.starttime)
+            });
+            if p.pid == me || known {
+                continue;
+            }
+            if let Ok(stat) = p.stat() {
+                table.insert(p.pid, stat.clone());
+                fresh.push((p, stat));
+            }
+        }
+        let scope_now = if opts.pids.is_empty() {
+            None
+        } else {
+            Some(descendants(&table, &opts.pids))
+        };
+        for (p, stat) in fresh {
+            if scope_now.as_ref().is_some_and(|s| !s.contains(&p.pid))
+                || gaps.vanished.contains(&p.pid)
+            {
+                continue;
+            }
+            let mut t = track(p, &stat, false, &mut gaps);
+            details(
+                &mut t,
+                &users,
+                cid_re.as_ref(),
+                &mut cache,
+                &mut config_cache,
+                &opts.proc_root,
+                &mut gaps,
+            );
+            tracked.push(t);
+        }
+    }
+    let in_scope = tracked.len().max(in_scope);
     let host1 = host_ticks(&opts.proc_root);
     let elapsed = t0.elapsed().as_secs_f64().max(0.001);
     let per_tick = 100.0 / (clock_ticks as f64 * elapsed);
@@ -353,7 +414,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
                 let ticks = (s.utime + s.stime).saturating_sub(t.ticks0);
                 t.facts.cpu.ticks = ticks;
                 t.facts.cpu.percent = ticks as f64 * per_tick;
-                t.facts.cpu.whole_window = true;
+                t.facts.cpu.whole_window = t.whole_window;
                 t.facts.threads = u64::try_from(s.num_threads).unwrap_or(t.facts.threads);
                 if let Ok(threads1) = thread_ticks(&t.process) {
                     let mut threads: Vec<ThreadCpu> = threads1

@@ -1,0 +1,424 @@
+//! The command line: formats, exit codes, errors, on fixtures and idle processes.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use crate::support;
+use crate::{BIN, SNAPSHOTS, minerwatch};
+
+fn fixture(name: &str) -> String {
+    format!("{SNAPSHOTS}/{name}.json")
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn analyze_text_matches_golden_file() {
+    let out = minerwatch(&["analyze", &fixture("xmrig-pool")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let golden_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/xmrig-pool.txt");
+    if std::env::var_os("MINERWATCH_BLESS").is_some() {
+        std::fs::write(golden_path, text.as_bytes()).expect("bless golden file");
+    }
+    let golden =
+        std::fs::read_to_string(golden_path).expect("golden file (MINERWATCH_BLESS=1 writes it)");
+    assert_eq!(text, golden);
+    assert!(
+        !text.contains('\x1b'),
+        "no colours when stdout is not a terminal"
+    );
+}
+
+#[test]
+fn analyze_json_follows_the_contract() {
+    let out = minerwatch(&[
+        "analyze",
+        &fixture("xmrig-fast-hugepages"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["schema"], "minerwatch/1");
+    assert_eq!(r["verdict"], "miner");
+    for key in ["hostname", "kernel", "cpus", "boot_time"] {
+        assert!(!r["host"][key].is_null(), "host.{key}");
+    }
+    assert!(r["started_at"].is_string() && r["window_secs"].is_number());
+    let f = &r["findings"][0];
+    for key in ["pid", "start_time", "level", "score"] {
+        assert!(!f[key].is_null(), "finding.{key}");
+    }
+    for key in [
+        "name",
+        "exe",
+        "cmdline",
+        "user",
+        "cpu_percent",
+        "threads",
+        "container",
+        "ancestry",
+    ] {
+        assert!(f["process"].get(key).is_some(), "process.{key}");
+    }
+    let s = &f["signals"][0];
+    assert!(s["id"].is_string() && s["weight"].is_number() && s["evidence"].is_string());
+    assert!(r["host_findings"].is_array());
+    for key in ["processes", "inaccessible", "vanished", "errors"] {
+        assert!(r["coverage"].get(key).is_some(), "coverage.{key}");
+    }
+}
+
+#[test]
+fn analyze_ndjson_has_findings_then_summary() {
+    let out = minerwatch(&["analyze", &fixture("xmrig-light"), "--format", "ndjson"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["type"], "finding");
+    assert_eq!(lines[0]["level"], "miner");
+    assert_eq!(lines[1]["type"], "summary");
+    assert_eq!(lines[1]["verdict"], "miner");
+    assert_eq!(lines[1]["counts"]["miner"], 1);
+}
+
+#[test]
+fn fail_on_sets_the_exit_code() {
+    let f = fixture("xmrig-light");
+    assert_eq!(
+        minerwatch(&["analyze", &f, "--fail-on", "miner"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        minerwatch(&["analyze", &f, "--fail-on", "notice"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // An idle process: clean, exit 0 whatever the threshold.
+    let mut sleeper = support::spawn_benign("sleep", &["60"]);
+    let out = minerwatch(&[
+        "scan",
+        "--pid",
+        &sleeper.pid().to_string(),
+        "--window",
+        "0.3",
+        "--fail-on",
+        "notice",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    sleeper.kill();
+}
+
+#[test]
+fn bad_fail_on_level_is_exit_2() {
+    let out = minerwatch(&["analyze", &fixture("xmrig-light"), "--fail-on", "loud"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("loud"));
+}
+
+#[test]
+fn unknown_flag_is_exit_2() {
+    let out = minerwatch(&["scan", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--frobnicate"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_window_and_pid_are_exit_2_with_the_value_named() {
+    for (args, needle) in [
+        (vec!["scan", "--window", "soon"], "--window 'soon'"),
+        (vec!["scan", "--window", "-1"], "--window '-1'"),
+        (vec!["scan", "--pid", "abc"], "--pid 'abc'"),
+        (vec!["scan", "--pid", "0"], "--pid '0'"),
+    ] {
+        let out = minerwatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn pid_that_does_not_exist_is_exit_2() {
+    // Pids above pid_max never exist.
+    let out = minerwatch(&["scan", "--pid", "2147483600", "--window", "0.2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(e.contains("--pid 2147483600: no such process"), "{e}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_rules_dir_is_exit_2() {
+    let out = minerwatch(&["scan", "--rules", "/nonexistent/rules", "--window", "0.2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/rules"),
+        "{}",
+        stderr(&out)
+    );
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    let path = file.path().to_string_lossy().to_string();
+    let out = minerwatch(&["scan", "--rules", &path, "--window", "0.2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+}
+
+#[test]
+fn unreadable_rules_dir_is_exit_2() {
+    // Root reads any directory; run the check as nobody (uid 65534).
+    let dir = tempfile::tempdir().expect("tmp");
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).expect("mkdir");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["rules", "check"]).arg(&locked);
+    if nix_is_root() {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read rules directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn rules_check_reports_bad_files_with_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("ok.yar"),
+        "rule fine { strings: $a = \"abc\" condition: $a and filepath != \"\" }",
+    )
+    .expect("w");
+    let out = minerwatch(&["rules", "check", &dir.path().to_string_lossy()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::write(
+        dir.path().join("broken.yar"),
+        "rule x {\n  strings: $a = \"q\"\n  condition: $b\n}\n",
+    )
+    .expect("w");
+    let out = minerwatch(&["rules", "check", &dir.path().to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("broken.yar:3"), "{text}");
+    assert!(text.contains("ok.yar: 1 rules OK"), "{text}");
+    // With no directory: the embedded rules alone.
+    assert_eq!(minerwatch(&["rules", "check"]).status.code(), Some(0));
+}
+
+#[test]
+fn scan_loads_good_user_rules_and_skips_bad_ones() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // A Loki-style rule using externals must compile unchanged.
+    std::fs::write(
+        dir.path().join("loki.yar"),
+        "rule loki_style { condition: filename == \"sleep\" and filepath contains \"bin\" and extension == \"\" and filetype == \"ELF\" and owner == \"root\" }",
+    )
+    .expect("w");
+    std::fs::write(dir.path().join("bad.yar"), "rule {").expect("w");
+    let mut sleeper = support::spawn_benign("sleep", &["60"]);
+    let report = crate::scan_pids(
+        &[sleeper.pid()],
+        &[
+            "--window",
+            "0.3",
+            "--rules",
+            &dir.path().to_string_lossy(),
+            "--fail-on",
+            "miner",
+        ],
+    );
+    sleeper.kill();
+    let ids = crate::signal_ids(&report, sleeper.pid());
+    assert_eq!(ids, vec!["sig.user_rule"], "{report}");
+}
+
+#[test]
+fn analyze_rejects_corrupt_and_wrong_schema_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cases = [
+        (
+            "corrupt.json",
+            "{\"schema\": \"minerwatch-snapsh",
+            "not valid JSON",
+        ),
+        (
+            "other.json",
+            "{\"schema\": \"something/9\"}",
+            "schema 'something/9'",
+        ),
+        ("noschema.json", "{\"hello\": 1}", "no \"schema\" field"),
+        (
+            "partial.json",
+            "{\"schema\": \"minerwatch-snapshot/1\", \"host\": 3}",
+            "does not match schema",
+        ),
+    ];
+    for (name, body, needle) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("w");
+        let out = minerwatch(&["analyze", &p.to_string_lossy()]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(stderr(&out).contains(needle), "{name}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{name}: nothing on stdout");
+    }
+    // A report is not a snapshot.
+    let report = minerwatch(&["analyze", &fixture("xmrig-light"), "--format", "json"]);
+    let p = dir.path().join("report.json");
+    std::fs::write(&p, &report.stdout).expect("w");
+    let out = minerwatch(&["analyze", &p.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("schema 'minerwatch/1'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = minerwatch(&["analyze", "/nonexistent/host.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/host.json"));
+}
+
+#[test]
+fn save_then_analyze_round_trips_with_mode_0600() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let save = dir.path().join("host.json");
+    let mut sleeper = support::spawn_benign("sleep", &["60"]);
+    let pid = sleeper.pid().to_string();
+    let out = minerwatch(&[
+        "scan",
+        "--pid",
+        &pid,
+        "--window",
+        "0.3",
+        "--save",
+        &save.to_string_lossy(),
+        "--format",
+        "json",
+    ]);
+    sleeper.kill();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mode = std::fs::metadata(&save)
+        .expect("saved")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&save).expect("read")).expect("json");
+    assert_eq!(snap["schema"], "minerwatch-snapshot/1");
+    assert!(
+        snap["processes"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["comm"] == "sleep"))
+    );
+    let again = minerwatch(&["analyze", &save.to_string_lossy(), "--format", "json"]);
+    assert_eq!(again.status.code(), Some(0));
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let b: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(a["findings"], b["findings"]);
+    assert_eq!(a["processes_judged"], b["processes_judged"]);
+    // Only the snapshot: no temporary left beside it.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+}
+
+#[test]
+fn unwritable_save_path_fails_before_scanning_and_leaves_nothing() {
+    let out = minerwatch(&[
+        "scan",
+        "--save",
+        "/nonexistent/dir/host.json",
+        "--window",
+        "0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(
+        e.contains("cannot write --save '/nonexistent/dir/host.json'"),
+        "{e}"
+    );
+    assert!(out.stdout.is_empty());
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = minerwatch(&[
+        "scan",
+        "--save",
+        &dir.path().to_string_lossy(),
+        "--window",
+        "0.2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is a directory"));
+    // A symlink planted at the temporary's name is never followed.
+    let target = dir.path().join("victim");
+    std::fs::write(&target, "keep").expect("w");
+    let save = dir.path().join("out.json");
+    let mut sleeper = support::spawn_benign("sleep", &["60"]);
+    let out = minerwatch(&[
+        "scan",
+        "--pid",
+        &sleeper.pid().to_string(),
+        "--window",
+        "0.2",
+        "--save",
+        &save.to_string_lossy(),
+    ]);
+    sleeper.kill();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&target).expect("r"), "keep");
+}
+
+#[test]
+fn broken_pipe_exits_quietly() {
+    let mut child = Command::new(BIN)
+        .args([
+            "analyze",
+            &fixture("xmrig-fast-hugepages"),
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Read nothing and close the pipe.
+    drop(child.stdout.take());
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(err.is_empty(), "stderr: {err}");
+    assert!(
+        status.code() == Some(1) || status.code() == Some(0),
+        "{status:?}"
+    );
+}

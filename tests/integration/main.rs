@@ -1,0 +1,98 @@
+//! minerwatch's integration tests: the real binary against real processes.
+//!
+//! - `cli`: formats, exit codes and error messages (fast, on fixtures);
+//! - `miners`: a librandomx worker in every disguise, regtest monerod mining,
+//!   an XMRig-style client on a fake Stratum pool: each must be convicted;
+//! - `benign`: heavy programs that must stay at most `notice`.
+//!
+//! Every process a test starts is killed by its guard, also on failure, and
+//! scans are limited to those processes with `--pid`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod benign;
+mod cli;
+mod miners;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_minerwatch");
+pub const SNAPSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/snapshots");
+
+/// Runs minerwatch with `args`.
+pub fn minerwatch(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("minerwatch runs")
+}
+
+/// `scan --format json` limited to `pids` (default window); returns the report.
+pub fn scan_pids(pids: &[i32], extra: &[&str]) -> Value {
+    let mut args = vec!["scan".to_string(), "--format".into(), "json".into()];
+    for p in pids {
+        args.push("--pid".into());
+        args.push(p.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = minerwatch(&argv);
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(1),
+        "scan failed ({code:?}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("scan prints JSON");
+    // The exit code follows the default --fail-on suspicious.
+    let worst = level_rank(report["verdict"].as_str().unwrap_or(""));
+    assert_eq!(
+        code == Some(1),
+        worst >= 2,
+        "exit code {code:?} vs verdict {}",
+        report["verdict"]
+    );
+    report
+}
+
+/// 0 clean, 1 notice, 2 suspicious, 3 miner.
+pub fn level_rank(level: &str) -> u8 {
+    match level {
+        "notice" => 1,
+        "suspicious" => 2,
+        "miner" => 3,
+        _ => 0,
+    }
+}
+
+/// The finding for `pid`, if it has one.
+pub fn finding(report: &Value, pid: i32) -> Option<&Value> {
+    report["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["pid"].as_i64() == Some(i64::from(pid)))
+}
+
+/// The level of `pid` in the report ("clean" when it has no finding).
+pub fn level_of(report: &Value, pid: i32) -> String {
+    finding(report, pid)
+        .and_then(|f| f["level"].as_str())
+        .unwrap_or("clean")
+        .to_string()
+}
+
+/// Signal ids of `pid`'s finding.
+pub fn signal_ids(report: &Value, pid: i32) -> Vec<String> {
+    finding(report, pid)
+        .and_then(|f| f["signals"].as_array())
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,166 @@
+//! Real miners must be convicted.
+
+use std::time::Duration;
+
+use crate::support::{self, Disguise, FakePool, Monerod, WorkerOpts};
+use crate::{finding, level_of, scan_pids, signal_ids};
+
+const START: Duration = Duration::from_secs(60);
+
+/// Starts a worker, waits until it hashes, scans it with the default window.
+fn convict(opts: WorkerOpts, wait: Duration) -> (serde_json::Value, i32) {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let mut w = support::spawn_worker(&opts);
+    assert!(
+        w.wait_for_line("hashing", wait),
+        "worker never hashed: {}",
+        w.stderr_so_far()
+    );
+    let report = scan_pids(&[w.pid()], &[]);
+    assert_eq!(
+        level_of(&report, w.pid()),
+        "miner",
+        "{opts:?} not convicted: {}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    (report, w.pid())
+}
+
+#[test]
+fn plain_light_worker_is_miner() {
+    let (report, pid) = convict(WorkerOpts::light(), START);
+    let ids = signal_ids(&report, pid);
+    assert!(ids.contains(&"rx.memory_layout".into()), "{ids:?}");
+    // librandomx is a mapped library: its engine constants are found.
+    assert!(ids.contains(&"sig.randomx_engine".into()), "{ids:?}");
+    let f = finding(&report, pid).expect("finding");
+    let ev = f["signals"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "rx.memory_layout"))
+        .and_then(|s| s["evidence"].as_str())
+        .unwrap_or_default();
+    assert!(
+        ev.contains("RandomX cache size") && ev.contains("rwxp"),
+        "{ev}"
+    );
+    assert!(
+        f["process"]["exe_sha256"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64)
+    );
+}
+
+#[test]
+fn worker_run_from_dev_shm_under_campaign_name_and_deleted_is_miner() {
+    let opts = WorkerOpts {
+        disguise: Disguise::ShmCampaign("kdevtmpfsi".into()),
+        ..WorkerOpts::light()
+    };
+    let (report, pid) = convict(opts, START);
+    let ids = signal_ids(&report, pid);
+    for id in ["exe.deleted_staging", "name.campaign", "rx.memory_layout"] {
+        assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
+    }
+    let exe = finding(&report, pid)
+        .and_then(|f| f["process"]["exe"].as_str())
+        .unwrap_or_default();
+    assert!(
+        exe.starts_with("/dev/shm/") && exe.ends_with("kdevtmpfsi (deleted)"),
+        "{exe}"
+    );
+}
+
+#[test]
+fn worker_named_like_a_kernel_thread_is_miner() {
+    let opts = WorkerOpts {
+        disguise: Disguise::Argv0("[kworker/0:1]".into()),
+        ..WorkerOpts::light()
+    };
+    let (report, pid) = convict(opts, START);
+    assert!(signal_ids(&report, pid).contains(&"name.fake_kernel_thread".into()));
+}
+
+#[test]
+fn throttled_worker_at_30_percent_is_miner() {
+    let opts = WorkerOpts {
+        throttle: Some(30),
+        ..WorkerOpts::light()
+    };
+    let (report, pid) = convict(opts, START);
+    let cpu = finding(&report, pid)
+        .and_then(|f| f["process"]["cpu_percent"].as_f64())
+        .unwrap_or(0.0);
+    assert!(
+        (15.0..60.0).contains(&cpu),
+        "throttled worker used {cpu} % of a core"
+    );
+}
+
+#[test]
+fn fast_mode_worker_with_full_dataset_is_miner() {
+    // Filling the 2080 MiB dataset takes 30–90 s on two shared cores.
+    let (report, pid) = convict(
+        WorkerOpts {
+            extra_args: vec!["--seconds".into(), "400".into()],
+            ..WorkerOpts::fast()
+        },
+        Duration::from_secs(300),
+    );
+    let f = finding(&report, pid).expect("finding");
+    let ev = f["signals"].to_string();
+    assert!(ev.contains("RandomX dataset size"), "{ev}");
+}
+
+#[test]
+fn monerod_node_is_at_most_notice_and_mining_monerod_is_miner() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let mut node = Monerod::start();
+    assert!(
+        node.wait_rpc(Duration::from_secs(60)),
+        "monerod RPC never came up"
+    );
+    let pid = node.pid();
+    let idle = scan_pids(&[pid], &[]);
+    let level = level_of(&idle, pid);
+    assert!(
+        level == "clean" || level == "notice",
+        "plain monerod rated {level}: {idle}"
+    );
+
+    node.start_mining(support::WALLET, 1)
+        .expect("start_mining accepted");
+    assert!(
+        node.wait_hashing(Duration::from_secs(300)),
+        "monerod never hashed"
+    );
+    let mining = scan_pids(&[pid], &[]);
+    assert_eq!(level_of(&mining, pid), "miner", "{mining}");
+    assert!(signal_ids(&mining, pid).contains(&"rx.memory_layout".into()));
+}
+
+#[test]
+fn xmrig_style_client_on_a_stratum_pool_is_at_least_suspicious() {
+    support::ensure_packages();
+    let pool = FakePool::start();
+    let mut client = support::spawn_stratum_client(pool.addr(), support::WALLET);
+    assert!(
+        client.wait_for_line("connected", Duration::from_secs(20)),
+        "client never connected"
+    );
+    assert!(
+        pool.wait_login(Duration::from_secs(20)),
+        "pool got no login"
+    );
+    let report = scan_pids(&[client.pid()], &["--window", "1"]);
+    let level = level_of(&report, client.pid());
+    assert!(
+        level == "suspicious" || level == "miner",
+        "{level}: {report}"
+    );
+    let ids = signal_ids(&report, client.pid());
+    for id in ["net.stratum", "cmd.miner_args", "cmd.wallet"] {
+        assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
+    }
+}
