@@ -156,7 +156,9 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
         .processes
         .iter()
         .filter_map(|p| {
-            let signals = signals::detect(p, snapshot, policy);
+            let mut signals = signals::detect(p, snapshot, policy);
+            // Strongest evidence first; ties keep detection order.
+            signals.sort_by_key(|s| std::cmp::Reverse(s.weight));
             let (level, score) = verdict(&signals);
             (level > Level::Clean).then(|| Finding {
                 pid: p.pid,

@@ -341,6 +341,8 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     }
     drop(handles);
 
+    tracing::info!(processes = tracked.len(), "first CPU sample taken");
+
     // 3. Details, while the window runs.
     let mut cache = BinaryCache::new(sigs);
     let mut config_cache: HashMap<(u64, u64, String), Option<MinerConfig>> = HashMap::new();
@@ -355,6 +357,12 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
             &mut gaps,
         );
     }
+
+    tracing::info!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        binaries = cache.binaries.len(),
+        "details read"
+    );
 
     // 4. Second CPU sample at the end of the window.
     if let Some(rest) = opts.window.checked_sub(t0.elapsed()) {
@@ -465,6 +473,11 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
         t.facts.ancestry = ancestry(t.facts.ppid, &parents);
     }
 
+    tracing::info!(
+        after_window_ms = t0.elapsed().saturating_sub(opts.window).as_millis() as u64,
+        binaries = cache.binaries.len(),
+        "observation done"
+    );
     let host_cpu = match (host0, host1) {
         (Some((b0, t0)), Some((b1, t1))) => HostCpu {
             busy_ticks: b1.saturating_sub(b0),

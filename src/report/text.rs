@@ -43,7 +43,7 @@ impl Text {
             p.cpu_percent,
             p.name
         )?;
-        let indent = "                                          ";
+        let indent = "      ";
         if let Some(exe) = &p.exe {
             writeln!(out, "{indent}exe      {exe}")?;
         }
@@ -70,8 +70,7 @@ impl Text {
         } else {
             SHOWN_SIGNALS.min(f.signals.len())
         };
-        let mut signals: Vec<_> = f.signals.iter().collect();
-        signals.sort_by_key(|s| std::cmp::Reverse(s.weight));
+        let signals = &f.signals;
         for s in &signals[..shown] {
             writeln!(out, "{indent}+{:<3} {:<24} {}", s.weight, s.id, s.evidence)?;
         }
@@ -105,8 +104,8 @@ impl Render for Text {
             )?;
             for f in &report.findings {
                 self.finding(f, out)?;
+                writeln!(out)?;
             }
-            writeln!(out)?;
         }
         for h in &report.host_findings {
             writeln!(

@@ -422,3 +422,55 @@ fn broken_pipe_exits_quietly() {
         "{status:?}"
     );
 }
+
+#[test]
+fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
+    // A zombie nobody reaps (its parent exec'd sleep), and a child that
+    // exits during the window and is reaped.
+    let mut tree = support::spawn_benign(
+        "sh",
+        &[
+            "-c",
+            "(sleep 0.05 & exec sleep 60) & sleep 0.5; exec sleep 60",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let report = crate::scan_pids(&[tree.pid()], &["--window", "1"]);
+    assert!(
+        report["coverage"]["vanished"].as_u64() >= Some(1),
+        "{report}"
+    );
+    assert!(
+        report["processes_judged"].as_u64() >= Some(3),
+        "zombie and parents judged: {report}"
+    );
+    assert_eq!(report["verdict"], "clean", "{report}");
+
+    // As an unprivileged user, a root process's maps and exe are refused.
+    if nix_is_root() {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(BIN)
+            .args([
+                "scan",
+                "--format",
+                "json",
+                "--window",
+                "0.3",
+                "--pid",
+                &tree.pid().to_string(),
+            ])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run as nobody");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert!(r["coverage"]["inaccessible"].as_u64() >= Some(1), "{r}");
+        let errors = r["coverage"]["errors"].to_string();
+        assert!(
+            errors.contains("maps") || errors.contains("exe"),
+            "{errors}"
+        );
+    }
+    tree.kill();
+}
