@@ -103,6 +103,8 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         window,
         pids,
         proc_root: args.proc_root.clone(),
+        memory: !args.no_memory,
+        ..observe::Options::default()
     };
     let snapshot = observe::observe(&options, &rules)?;
     if let Some(save) = save {

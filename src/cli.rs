@@ -89,6 +89,10 @@ pub struct ScanArgs {
     /// Write the observed snapshot to FILE (JSON, mode 0600) for `analyze`.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Do not read process memory (by default the memory of busy, RandomX-shaped
+    /// or binary-less processes is scanned with the rules).
+    #[arg(long)]
+    pub no_memory: bool,
     /// Where procfs is mounted (the host's /proc when run in a container).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,

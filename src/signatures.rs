@@ -209,6 +209,13 @@ impl Signatures {
             files.push(status);
         }
         let rules = compiler.build();
+        // The unmasked sources must not linger in our heap, where a memory
+        // scan by another minerwatch would find XMRig strings.
+        for (_, src) in sources {
+            let mut bytes = src.into_bytes();
+            bytes.fill(0);
+            std::hint::black_box(&bytes);
+        }
         let hash = hasher
             .finalize()
             .iter()
@@ -223,6 +230,11 @@ impl Signatures {
             },
             files,
         })
+    }
+
+    /// The compiled rules, for the memory block scanner.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// What the rule set holds.

@@ -94,6 +94,9 @@ pub struct ProcessFacts {
     pub library_binaries: Vec<String>,
     /// Miner configuration files found for this process.
     pub configs: Vec<MinerConfig>,
+    /// yara-x scan of the process's memory; `None` when not scanned.
+    #[serde(default)]
+    pub memory_scan: Option<crate::observe::memscan::MemoryScan>,
 }
 
 /// A parent in the ancestry chain.

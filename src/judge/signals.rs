@@ -83,6 +83,7 @@ pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Sig
     let busy = cpu(p, snap, policy, &mut out);
     memory(p, busy, &mut out);
     code(p, snap, &mut out);
+    memory_code(p, &mut out);
     let pools = pools_named(p, policy);
     cmdline(p, policy, &mut out);
     configs(p, &mut out);
@@ -290,6 +291,51 @@ fn code(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
             Strength::Medium,
             Kind::Intent,
             user.join("; "),
+        ));
+    }
+}
+
+fn memory_code(p: &ProcessFacts, out: &mut Vec<Signal>) {
+    let Some(scan) = &p.memory_scan else { return };
+    let describe = |cats: &[&str]| -> Vec<String> {
+        scan.matches
+            .iter()
+            .filter(|m| cats.contains(&m.category.as_str()))
+            .map(|m| {
+                let what = m
+                    .description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                format!("{}{what} in {}", m.rule, m.regions.join(", "))
+            })
+            .collect()
+    };
+    let rx = describe(&["randomx"]);
+    if !rx.is_empty() {
+        out.push(Signal::new(
+            "mem.randomx_code",
+            Strength::Strong,
+            Kind::Capability,
+            format!("process memory holds RandomX code: {}", rx.join("; ")),
+        ));
+    }
+    let miner = describe(&["xmrig", "miner", "stratum"]);
+    if !miner.is_empty() {
+        out.push(Signal::new(
+            "mem.miner_strings",
+            Strength::Strong,
+            Kind::Intent,
+            format!("process memory holds miner data: {}", miner.join("; ")),
+        ));
+    }
+    let user = describe(&["user"]);
+    if !user.is_empty() {
+        out.push(Signal::new(
+            "mem.user_rule",
+            Strength::Medium,
+            Kind::Intent,
+            format!("process memory matches user rule {}", user.join("; ")),
         ));
     }
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod files;
 pub mod memory;
+pub mod memscan;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ pub struct Options {
     pub pids: Vec<i32>,
     /// Where procfs is mounted (`/proc`, or the host's /proc inside a container).
     pub proc_root: PathBuf,
+    /// Scan the memory of candidate processes with the rules.
+    pub memory: bool,
+    /// Budget of one process's memory scan.
+    pub memory_budget: memscan::Budget,
 }
 
 impl Default for Options {
@@ -50,6 +55,8 @@ impl Default for Options {
             window: Duration::from_secs(5),
             pids: Vec::new(),
             proc_root: PathBuf::from("/proc"),
+            memory: true,
+            memory_budget: memscan::Budget::default(),
         }
     }
 }
@@ -460,9 +467,35 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
 
     // 5. Sockets, libraries of candidates, ancestry.
     connections(&mut alive, &mut gaps);
+    let me_exe = files::open_regular(&opts.proc_root.join("self").join("exe"), false)
+        .ok()
+        .map(|(_, k)| (k.dev, k.ino));
+    let mut memory_left = MAX_MEMORY_PER_SCAN;
     for t in &mut alive {
         if is_candidate(&t.facts) {
             scan_libraries(t, &users, &mut cache, &opts.proc_root, &mut gaps);
+        }
+        // Another minerwatch holds our compiled rules in memory: not a miner.
+        let is_minerwatch = me_exe.is_some() && t.exe_key.map(|k| (k.dev, k.ino)) == me_exe;
+        if opts.memory && memory_left > 0 && !is_minerwatch && is_memory_candidate(&t.facts) {
+            let budget = memscan::Budget {
+                per_process: opts.memory_budget.per_process.min(memory_left),
+                ..opts.memory_budget
+            };
+            match t.process.maps() {
+                Ok(maps) => {
+                    let maps: Vec<MemoryMap> = maps.into_iter().collect();
+                    match memscan::scan(&opts.proc_root, t.facts.pid, &maps, sigs.rules(), &budget)
+                    {
+                        Ok(scan) => {
+                            memory_left = memory_left.saturating_sub(scan.bytes_scanned);
+                            t.facts.memory_scan = Some(scan);
+                        }
+                        Err(e) => gaps.io(t.facts.pid, "memory scan", &e),
+                    }
+                }
+                Err(e) => gaps.record(Some(t.facts.pid), "maps (memory scan)", &e),
+            }
         }
     }
     let parents: HashMap<i32, (i32, String)> = table
@@ -566,6 +599,27 @@ fn host_info(clock_ticks: u64) -> HostInfo {
         boot_time,
         clock_ticks,
     }
+}
+
+/// Memory read by all memory scans of one run together.
+const MAX_MEMORY_PER_SCAN: u64 = 512 * 1024 * 1024;
+
+/// Worth reading the memory of: busy, RandomX-shaped, or hiding its binary.
+fn is_memory_candidate(f: &ProcessFacts) -> bool {
+    if f.kernel_thread {
+        return false;
+    }
+    let exe_hidden = f
+        .exe
+        .as_deref()
+        .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"));
+    let rx_sized = f.memory.as_ref().is_some_and(|m| {
+        m.large_anon.iter().any(|r| {
+            let mib = r.size >> 20;
+            (256..=264).contains(&mib) || (2080..=2352).contains(&mib)
+        })
+    });
+    f.cpu.percent >= CANDIDATE_CPU_PERCENT || rx_sized || exe_hidden
 }
 
 fn is_candidate(f: &ProcessFacts) -> bool {

@@ -164,3 +164,58 @@ fn xmrig_style_client_on_a_stratum_pool_is_at_least_suspicious() {
         assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
     }
 }
+
+#[test]
+fn worker_from_memfd_with_wiped_argv_and_config_only_in_memory_is_miner() {
+    let opts = WorkerOpts {
+        disguise: Disguise::Memfd("sshd".into()),
+        extra_args: [
+            "-u",
+            support::WALLET,
+            "--config-in-memory",
+            "pool.example.net:3333",
+            "--wipe-argv",
+            "/usr/sbin/sshd -D",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..WorkerOpts::light()
+    };
+    let (report, pid) = convict(opts, START);
+    let f = finding(&report, pid).expect("finding");
+    // Nothing on the command line or on disk gives it away...
+    assert_eq!(
+        f["process"]["cmdline"],
+        serde_json::json!(["/usr/sbin/sshd -D"])
+    );
+    let ids = signal_ids(&report, pid);
+    assert!(
+        !ids.contains(&"cmd.wallet".into()) && !ids.contains(&"cmd.miner_args".into()),
+        "{ids:?}"
+    );
+    // ...but its memory does.
+    for id in ["exe.memfd", "mem.randomx_code", "mem.miner_strings"] {
+        assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
+    }
+    let ev = f["signals"].to_string();
+    assert!(ev.contains("[heap]"), "the match names its region: {ev}");
+}
+
+#[test]
+fn no_memory_flag_leaves_memory_alone() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let mut w = support::spawn_worker(&WorkerOpts::light());
+    assert!(w.wait_for_line("hashing", START));
+    let report = scan_pids(&[w.pid()], &["--window", "1", "--no-memory"]);
+    let ids = signal_ids(&report, w.pid());
+    assert!(
+        !ids.iter().any(|i| i.starts_with("mem.randomx_code")),
+        "{ids:?}"
+    );
+    assert_eq!(
+        level_of(&report, w.pid()),
+        "miner",
+        "layout and CPU still convict: {ids:?}"
+    );
+}

@@ -7,8 +7,16 @@
  *   --throttle PCT        hash ~PCT % of wall time (100 ms periods)
  *   --seconds N           exit by itself after N seconds (default 120)
  *   --stratum HOST:PORT   no hashing: send an XMRig login, then idle connected
- *   -u WALLET             login user for --stratum
- * Prints "hashing" once the first hash is done ("connected" for --stratum). */
+ *   -u WALLET             login user for --stratum and --config-in-memory
+ *   --config-in-memory POOL  keep an XMRig config and login JSON naming POOL
+ *                         and the -u wallet on the heap (no file anywhere)
+ *   --wipe-argv TEXT      overwrite the command line with TEXT, as
+ *                         setproctitle does (options are read first)
+ * Prints "hashing" once the first hash is done ("connected" for --stratum).
+ *
+ * The miner texts below are stored with marker characters (~ for X, ` for -,
+ * ^ for +, | for :) and revealed at run time, so that this binary carries no
+ * XMRig strings on disk: what a memory scan finds, the process made. */
 #include <randomx.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -36,6 +44,38 @@ static void sleep_for(double secs) {
     while (nanosleep(&ts, &ts) != 0) {}
 }
 
+/* The texts as XMRig would hold them, masked (see above). */
+static const char LOGIN[] =
+    "{\"id\"|1,\"jsonrpc\"|\"2.0\",\"method\"|\"login\",\"params\"|{\"login\"|\"%s\","
+    "\"pass\"|\"x\",\"agent\"|\"~MRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/12.2.0\","
+    "\"algo\"|[\"rx/0\"]}}\n";
+static const char CONFIG[] =
+    "{\"donate`level\"|1,\"pools\"|[{\"url\"|\"stratum^tcp|//%s\",\"user\"|\"%s\",\"pass\"|\"x\"}],"
+    "\"randomx\"|{\"1gb`pages\"|false,\"wrmsr\"|true},\"cpu\"|{\"huge`pages\"|true,"
+    "\"max`threads`hint\"|50}}";
+
+/* Formats a masked template into a fresh heap buffer and reveals it. */
+static char *reveal(const char *tmpl, const char *a, const char *b) {
+    size_t n = strlen(tmpl) + strlen(a) + strlen(b) + 1;
+    char *out = malloc(n);
+    if (!out) return NULL;
+    snprintf(out, n, tmpl, a, b);
+    for (char *c = out; *c; c++)
+        *c = *c == '~' ? 'X' : *c == '`' ? '-' : *c == '^' ? '+' : *c == '|' ? ':' : *c;
+    return out;
+}
+
+/* Heap copies of the revealed texts, kept for the process's life. */
+char *volatile kept_config, *volatile kept_login;
+
+/* Overwrites the whole argv area with `text`, as setproctitle does. */
+static void wipe_argv(int argc, char **argv, const char *text) {
+    char *start = argv[0], *end = argv[argc - 1] + strlen(argv[argc - 1]);
+    size_t room = (size_t)(end - start);
+    memset(start, 0, room);
+    strncpy(start, text, room);
+}
+
 static int stratum(const char *hostport, const char *wallet) {
     char host[256], buf[4096];
     const char *colon = strrchr(hostport, ':');
@@ -58,11 +98,9 @@ static int stratum(const char *hostport, const char *wallet) {
     freeaddrinfo(ai);
     printf("connected\n");
     fflush(stdout);
-    int n = snprintf(buf, sizeof buf,
-        "{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{\"login\":\"%s\","
-        "\"pass\":\"x\",\"agent\":\"XMRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/12.2.0\","
-        "\"algo\":[\"rx/0\"]}}\n", wallet);
-    if (write(fd, buf, n) != n) {
+    char *login = reveal(LOGIN, wallet, "");
+    int n = login ? (int)strlen(login) : 0;
+    if (!login || write(fd, login, n) != n) {
         perror("write");
         return 2;
     }
@@ -88,11 +126,25 @@ int main(int argc, char **argv) {
     const char *seconds = opt(argc, argv, "--seconds");
     const char *pool = opt(argc, argv, "--stratum");
     const char *wallet = opt(argc, argv, "-u");
+    const char *in_memory = opt(argc, argv, "--config-in-memory");
+    const char *wipe = opt(argc, argv, "--wipe-argv");
+    /* Keep copies: wiping argv destroys the originals. */
+    mode = mode ? strdup(mode) : NULL;
+    throttle = throttle ? strdup(throttle) : NULL;
+    pool = pool ? strdup(pool) : NULL;
+    wallet = wallet ? strdup(wallet) : NULL;
+    wipe = wipe ? strdup(wipe) : NULL;
+    unsigned secs = seconds ? (unsigned)atoi(seconds) : 120;
+    if (in_memory) {
+        kept_config = reveal(CONFIG, in_memory, wallet ? wallet : "x");
+        kept_login = reveal(LOGIN, wallet ? wallet : "x", "");
+    }
+    if (wipe) wipe_argv(argc, argv, wipe);
     int fast = mode && strcmp(mode, "fast") == 0;
     double pct = throttle ? atof(throttle) : 100.0;
     pct = pct < 1 ? 1 : pct > 100 ? 100 : pct;
 
-    alarm(seconds ? (unsigned)atoi(seconds) : 120); /* SIGALRM terminates us */
+    alarm(secs); /* SIGALRM terminates us */
     if (pool) return stratum(pool, wallet ? wallet : "x");
 
     randomx_flags flags = randomx_get_flags() | RANDOMX_FLAG_JIT;

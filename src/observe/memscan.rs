@@ -1,0 +1,247 @@
+//! Process memory scanning with yara-x's block scanner.
+//!
+//! yara-x cannot scan a process by pid, so we read `/proc/PID/mem` region by
+//! region and feed each region to `yara_x::blocks::Scanner` with its address
+//! as base. Which regions: anonymous executable ones (where RandomX JIT code
+//! lives), the executable mappings of an executable that is deleted or in
+//! memory (unpacked code), and bounded windows of the heap and anonymous
+//! writable memory (pool login JSON, wallets, compiled-in configs). Never a
+//! RandomX dataset or cache: they are large and random, and we skip every
+//! anonymous region of 256 MiB or more.
+//!
+//! Limits: matches never cross region (block) boundaries; at most
+//! [`Budget::per_region`] bytes of each region, [`Budget::per_process`] per
+//! process, within [`Budget::time`]; reads that fail partway keep what was read.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use procfs::process::{MMPermissions, MMapPath, MemoryMap};
+use serde::{Deserialize, Serialize};
+use yara_x::{MetaValue, Rules};
+
+use super::memory::is_anonymous;
+
+/// How much memory one process scan may read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub per_region: u64,
+    pub per_process: u64,
+    pub time: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            per_region: 16 * 1024 * 1024,
+            per_process: 96 * 1024 * 1024,
+            time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Anonymous regions from this size up are RandomX datasets, caches or other
+/// bulk data: never read.
+const SKIP_ANON_BYTES: u64 = 256 * 1024 * 1024;
+/// Read chunk: a failed read loses at most this much.
+const CHUNK: usize = 1024 * 1024;
+
+/// A rule that matched in process memory, with the regions it matched in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryMatch {
+    pub rule: String,
+    pub namespace: String,
+    pub category: String,
+    pub description: Option<String>,
+    /// Regions holding the matches, as `0xSTART perms [path]`.
+    pub regions: Vec<String>,
+}
+
+/// What one process memory scan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryScan {
+    pub regions_scanned: u32,
+    pub bytes_scanned: u64,
+    /// Regions (or parts) that could not be read.
+    pub read_errors: u32,
+    /// True when a budget (bytes or time) cut the scan short.
+    pub truncated: bool,
+    pub elapsed_ms: u64,
+    pub matches: Vec<MemoryMatch>,
+}
+
+/// Why a region is scanned, in priority order.
+fn priority(m: &MemoryMap, exe_gone: bool) -> Option<u8> {
+    let exec = m.perms.contains(MMPermissions::EXECUTE);
+    let write = m.perms.contains(MMPermissions::WRITE);
+    let read = m.perms.contains(MMPermissions::READ);
+    let size = m.address.1.saturating_sub(m.address.0);
+    if !read && !exec {
+        return None;
+    }
+    let anon = is_anonymous(m);
+    match &m.pathname {
+        _ if anon && exec => Some(0),
+        MMapPath::Path(p) if exec && exe_gone => {
+            let p = p.to_string_lossy();
+            (p.ends_with(" (deleted)") || p.starts_with("/memfd:")).then_some(1)
+        }
+        MMapPath::Heap => Some(2),
+        _ if anon && write && size < SKIP_ANON_BYTES => Some(3),
+        _ => None,
+    }
+}
+
+fn describe(m: &MemoryMap) -> String {
+    let p = m.perms;
+    let perms = format!(
+        "{}{}{}{}",
+        if p.contains(MMPermissions::READ) {
+            'r'
+        } else {
+            '-'
+        },
+        if p.contains(MMPermissions::WRITE) {
+            'w'
+        } else {
+            '-'
+        },
+        if p.contains(MMPermissions::EXECUTE) {
+            'x'
+        } else {
+            '-'
+        },
+        if p.contains(MMPermissions::SHARED) {
+            's'
+        } else {
+            'p'
+        },
+    );
+    match &m.pathname {
+        MMapPath::Path(path) => format!("{:#x} {perms} {}", m.address.0, path.display()),
+        MMapPath::Heap => format!("{:#x} {perms} [heap]", m.address.0),
+        _ => format!("{:#x} {perms} anonymous", m.address.0),
+    }
+}
+
+/// Scans the memory of process `pid` (maps already read) with `rules`.
+pub fn scan(
+    proc_root: &Path,
+    pid: i32,
+    maps: &[MemoryMap],
+    rules: &Rules,
+    budget: &Budget,
+) -> std::io::Result<MemoryScan> {
+    let start = Instant::now();
+    let mem = File::open(proc_root.join(pid.to_string()).join("mem"))?;
+    let exe_gone = maps.iter().any(|m| match &m.pathname {
+        MMapPath::Path(p) => {
+            let p = p.to_string_lossy();
+            m.perms.contains(MMPermissions::EXECUTE)
+                && (p.ends_with(" (deleted)") || p.starts_with("/memfd:"))
+        }
+        _ => false,
+    });
+    let mut chosen: Vec<(u8, &MemoryMap)> = maps
+        .iter()
+        .filter_map(|m| priority(m, exe_gone).map(|p| (p, m)))
+        .collect();
+    chosen.sort_by_key(|(p, m)| (*p, m.address.0));
+
+    let mut scanner = yara_x::blocks::Scanner::new(rules);
+    scanner.set_timeout(budget.time);
+    scanner.max_matches_per_pattern(64);
+    scanner.match_context_size(0);
+    let mut out = MemoryScan::default();
+    let mut buf = vec![0u8; CHUNK];
+    let mut block: Vec<u8> = Vec::new();
+    let mut scanned: Vec<&MemoryMap> = Vec::new();
+    for (_, m) in chosen {
+        if out.bytes_scanned >= budget.per_process || start.elapsed() >= budget.time {
+            out.truncated = true;
+            break;
+        }
+        let size = m.address.1.saturating_sub(m.address.0);
+        let want = size
+            .min(budget.per_region)
+            .min(budget.per_process - out.bytes_scanned);
+        if want < size {
+            out.truncated = true;
+        }
+        block.clear();
+        let mut failed = false;
+        while (block.len() as u64) < want {
+            let n = CHUNK.min((want - block.len() as u64) as usize);
+            match mem.read_at(&mut buf[..n], m.address.0 + block.len() as u64) {
+                Ok(0) => break,
+                Ok(got) => block.extend_from_slice(&buf[..got]),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            out.read_errors += 1;
+        }
+        if block.is_empty() {
+            continue;
+        }
+        let base = usize::try_from(m.address.0).unwrap_or(usize::MAX);
+        if let Err(e) = scanner.scan(base, &block) {
+            tracing::debug!(pid, error = %e, "memory block scan failed");
+            out.truncated = true;
+            break;
+        }
+        out.regions_scanned += 1;
+        out.bytes_scanned += block.len() as u64;
+        scanned.push(m);
+    }
+    let results = scanner
+        .finish()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    for rule in results.matching_rules() {
+        let mut category = "user".to_string();
+        let mut description = None;
+        for (key, value) in rule.metadata() {
+            if let MetaValue::String(s) = value {
+                match key {
+                    "category" => category = s.to_string(),
+                    "description" => description = Some(s.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        let user = rule.namespace().starts_with("user");
+        if user {
+            category = "user".into();
+        }
+        let mut regions: Vec<String> = Vec::new();
+        for pattern in rule.patterns() {
+            for mat in pattern.matches() {
+                let at = mat.range().start as u64;
+                if let Some(m) = scanned
+                    .iter()
+                    .find(|m| m.address.0 <= at && at < m.address.1)
+                {
+                    let d = describe(m);
+                    if !regions.contains(&d) {
+                        regions.push(d);
+                    }
+                }
+            }
+        }
+        regions.truncate(8);
+        out.matches.push(MemoryMatch {
+            rule: rule.identifier().to_string(),
+            namespace: rule.namespace().to_string(),
+            category,
+            description,
+            regions,
+        });
+    }
+    out.elapsed_ms = start.elapsed().as_millis() as u64;
+    Ok(out)
+}
