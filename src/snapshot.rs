@@ -55,6 +55,13 @@ pub struct HostCpu {
     pub busy_ticks: u64,
     /// All ticks, busy or not.
     pub total_ticks: u64,
+    /// Ticks that tasks run in: user, nice and system (busy less irq, softirq
+    /// and steal, which no process is charged for).
+    #[serde(default)]
+    pub task_ticks: u64,
+    /// Ticks minerwatch itself used over the window.
+    #[serde(default)]
+    pub self_ticks: u64,
 }
 
 /// One process as observed.
@@ -113,6 +120,10 @@ pub struct CpuFacts {
     pub percent: f64,
     /// utime+stime ticks spent during the window.
     pub ticks: u64,
+    /// cutime+cstime gained during the window: children that exited and were
+    /// reaped, whose time /proc/stat counted while they ran.
+    #[serde(default)]
+    pub children_ticks: u64,
     /// Per-thread use, busiest first; threads that used no CPU are left out.
     pub threads: Vec<ThreadCpu>,
     /// False when the process started during the window (its figure covers less time).

@@ -15,6 +15,7 @@
 //! - signals that only say a process *can* run RandomX (engine constants,
 //!   RandomX-sized memory, JIT code) never rise above `notice` on their own.
 
+pub mod host;
 pub mod signals;
 
 use serde::{Deserialize, Serialize};
@@ -176,7 +177,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
             .then(b.score.cmp(&a.score))
             .then(a.pid.cmp(&b.pid))
     });
-    let host_findings = Vec::new();
+    let host_findings = host::findings(snapshot);
     let verdict = findings
         .iter()
         .map(|f| f.level)

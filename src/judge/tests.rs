@@ -52,6 +52,7 @@ fn plain(cpu: f64) -> ProcessFacts {
                 percent: cpu,
             }],
             whole_window: true,
+            ..CpuFacts::default()
         },
         memory: Some(MemoryFacts::default()),
         ..ProcessFacts::default()
@@ -538,6 +539,7 @@ fn regenerate_snapshot_fixtures() {
                     percent: 99.4,
                 }],
                 whole_window: true,
+                ..CpuFacts::default()
             },
             memory: Some(memory),
             connections,
@@ -557,6 +559,7 @@ fn regenerate_snapshot_fixtures() {
             host_cpu: HostCpu {
                 busy_ticks: 520,
                 total_ticks: 1000,
+                ..HostCpu::default()
             },
             processes: vec![p],
             binaries: Vec::new(),

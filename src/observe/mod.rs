@@ -145,8 +145,8 @@ fn read_users() -> HashMap<u32, User> {
     users
 }
 
-/// Host-wide busy and total ticks from the first line of /proc/stat.
-fn host_ticks(proc_root: &Path) -> Option<(u64, u64)> {
+/// Host-wide (busy, total, task) ticks from the first line of /proc/stat.
+fn host_ticks(proc_root: &Path) -> Option<(u64, u64, u64)> {
     let (bytes, _) = files::read_regular(&proc_root.join("stat"), 1024 * 1024, true).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
@@ -157,9 +157,18 @@ fn host_ticks(proc_root: &Path) -> Option<(u64, u64)> {
         .collect();
     let get = |i: usize| v.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal (guest is inside user).
-    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    let task = get(0) + get(1) + get(2);
+    let busy = task + get(5) + get(6) + get(7);
     let total = busy + get(3) + get(4);
-    Some((busy, total))
+    Some((busy, total, task))
+}
+
+/// Our own utime+stime in ticks.
+fn self_ticks(proc_root: &Path) -> u64 {
+    Process::new_with_root(proc_root.join("self"))
+        .and_then(|p| p.stat())
+        .map(|s| s.utime + s.stime)
+        .unwrap_or(0)
 }
 
 /// Container id (64 hex digits) from /proc/PID/cgroup paths.
@@ -174,6 +183,7 @@ struct Tracked {
     process: Process,
     start_ticks: u64,
     ticks0: u64,
+    children0: u64,
     threads0: HashMap<i32, u64>,
     facts: ProcessFacts,
     exec_files: Vec<memory::ExecFile>,
@@ -217,6 +227,11 @@ fn track(p: Process, stat: &Stat, whole_window: bool, gaps: &mut Gaps) -> Tracke
         start_ticks: stat.starttime,
         ticks0: if whole_window {
             stat.utime + stat.stime
+        } else {
+            0
+        },
+        children0: if whole_window {
+            u64::try_from(stat.cutime + stat.cstime).unwrap_or(0)
         } else {
             0
         },
@@ -338,6 +353,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
 
     // 2. First CPU sample.
     let host0 = host_ticks(&opts.proc_root);
+    let self0 = self_ticks(&opts.proc_root);
     let t0 = Instant::now();
     let mut tracked: Vec<Tracked> = Vec::with_capacity(pids.len());
     for pid in &pids {
@@ -419,6 +435,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     }
     let in_scope = tracked.len().max(in_scope);
     let host1 = host_ticks(&opts.proc_root);
+    let self1 = self_ticks(&opts.proc_root);
     let elapsed = t0.elapsed().as_secs_f64().max(0.001);
     let per_tick = 100.0 / (clock_ticks as f64 * elapsed);
     let mut alive = Vec::with_capacity(tracked.len());
@@ -428,6 +445,9 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
             Ok(s) if s.starttime == t.start_ticks => {
                 let ticks = (s.utime + s.stime).saturating_sub(t.ticks0);
                 t.facts.cpu.ticks = ticks;
+                t.facts.cpu.children_ticks = u64::try_from(s.cutime + s.cstime)
+                    .unwrap_or(0)
+                    .saturating_sub(t.children0);
                 t.facts.cpu.percent = ticks as f64 * per_tick;
                 t.facts.cpu.whole_window = t.whole_window;
                 t.facts.threads = u64::try_from(s.num_threads).unwrap_or(t.facts.threads);
@@ -512,9 +532,11 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
         "observation done"
     );
     let host_cpu = match (host0, host1) {
-        (Some((b0, t0)), Some((b1, t1))) => HostCpu {
+        (Some((b0, t0, k0)), Some((b1, t1, k1))) => HostCpu {
             busy_ticks: b1.saturating_sub(b0),
             total_ticks: t1.saturating_sub(t0),
+            task_ticks: k1.saturating_sub(k0),
+            self_ticks: self1.saturating_sub(self0),
         },
         _ => {
             gaps.note(

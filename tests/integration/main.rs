@@ -13,6 +13,7 @@ mod support;
 
 mod benign;
 mod cli;
+mod host;
 mod miners;
 
 use std::process::{Command, Output};
