@@ -104,6 +104,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         pids,
         proc_root: args.proc_root.clone(),
         memory: !args.no_memory,
+        ptrace: !args.no_ptrace,
         ..observe::Options::default()
     };
     let snapshot = observe::observe(&options, &rules)?;

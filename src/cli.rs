@@ -93,6 +93,11 @@ pub struct ScanArgs {
     /// or binary-less processes is scanned with the rules).
     #[arg(long)]
     pub no_memory: bool,
+    /// Do not ptrace anything (by default the busy threads of busy, RandomX-shaped
+    /// or disguised processes are stopped for microseconds to read their FPU
+    /// rounding mode).
+    #[arg(long)]
+    pub no_ptrace: bool,
     /// Where procfs is mounted (the host's /proc when run in a container).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,

@@ -101,6 +101,9 @@ pub struct ProcessFacts {
     pub library_binaries: Vec<String>,
     /// Miner configuration files found for this process.
     pub configs: Vec<MinerConfig>,
+    /// FPU rounding-mode samples of its busy threads; `None` when not sampled.
+    #[serde(default)]
+    pub fpu: Option<crate::observe::fpu::FpuFacts>,
     /// yara-x scan of the process's memory; `None` when not scanned.
     #[serde(default)]
     pub memory_scan: Option<crate::observe::memscan::MemoryScan>,

@@ -82,6 +82,7 @@ pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Sig
     let mut out = Vec::new();
     let busy = cpu(p, snap, policy, &mut out);
     memory(p, busy, &mut out);
+    rounding(p, busy, &mut out);
     code(p, snap, &mut out);
     memory_code(p, &mut out);
     let pools = pools_named(p, policy);
@@ -214,6 +215,43 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
             Strength::Weak,
             Kind::Capability,
             h,
+        ));
+    }
+}
+
+const MODE_NAMES: [&str; 4] = ["nearest", "down", "up", "toward zero"];
+
+fn rounding(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
+    let Some(f) = &p.fpu else { return };
+    if f.modes.len() >= 2 {
+        let names: Vec<&str> = f
+            .modes
+            .iter()
+            .filter_map(|m| MODE_NAMES.get(usize::from(*m)).copied())
+            .collect();
+        let share = f.non_default_share().unwrap_or(0.0) * 100.0;
+        out.push(Signal::new(
+            "rx.rounding_modes",
+            Strength::Strong,
+            Kind::Activity,
+            format!(
+                "{} FPU rounding modes ({}) seen in {} samples of {} thread{}, {share:.0} % not round-to-nearest: RandomX's CFROUND at work (benign programs stay at nearest)",
+                f.modes.len(),
+                names.join(", "),
+                f.samples,
+                f.threads.len(),
+                if f.threads.len() == 1 { "" } else { "s" },
+            ),
+        ));
+    }
+    if let Some(tracer) = f.traced_by.filter(|_| busy) {
+        out.push(Signal::new(
+            "ptrace.already_traced",
+            Strength::Weak,
+            Kind::Stealth,
+            format!(
+                "busy and already traced by pid {tracer}: a debugger, or a guard against inspection"
+            ),
         ));
     }
 }

@@ -403,6 +403,62 @@ fn config_file_names_pool() {
     assert_eq!(judge1(&with(p)).0, Level::Notice);
 }
 
+fn fpu(
+    modes: &[u8],
+    samples: u32,
+    non_default: u32,
+    traced_by: Option<i32>,
+) -> crate::observe::fpu::FpuFacts {
+    crate::observe::fpu::FpuFacts {
+        threads: vec![crate::observe::fpu::ThreadFpu {
+            tid: 4242,
+            modes: modes.to_vec(),
+            error: None,
+        }],
+        samples,
+        non_default,
+        modes: modes.to_vec(),
+        traced_by,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn rounding_mode_flips_with_cpu_are_miner() {
+    let mut p = plain(100.0);
+    p.fpu = Some(fpu(&[0, 1, 3], 6, 4, None));
+    let (level, score, ids) = judge1(&with(p.clone()));
+    assert_eq!((level, score), (Level::Miner, 60), "{ids:?}");
+    let s = with(p);
+    let sig = signals::detect(&s.processes[0], &s, &Policy::default());
+    let ev = &sig
+        .iter()
+        .find(|x| x.id == "rx.rounding_modes")
+        .expect("signal")
+        .evidence;
+    assert!(
+        ev.contains("3 FPU rounding modes (nearest, down, toward zero) seen in 6 samples")
+            && ev.contains("67 %"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn default_rounding_mode_is_no_signal() {
+    let mut p = plain(100.0);
+    p.fpu = Some(fpu(&[0], 6, 0, None));
+    assert_eq!(judge1(&with(p)).2, vec!["cpu.busy"]);
+}
+
+#[test]
+fn already_traced_while_busy_is_weak() {
+    let mut p = plain(100.0);
+    p.fpu = Some(fpu(&[], 0, 0, Some(777)));
+    let (level, score, ids) = judge1(&with(p.clone()));
+    assert_eq!((level, score), (Level::Notice, 20), "{ids:?}");
+    assert!(ids.contains(&"ptrace.already_traced".to_string()));
+}
+
 #[test]
 fn combination_rules() {
     use Kind::*;

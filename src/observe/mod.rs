@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod files;
+pub mod fpu;
 pub mod memory;
 pub mod memscan;
 
@@ -45,6 +46,8 @@ pub struct Options {
     pub proc_root: PathBuf,
     /// Scan the memory of candidate processes with the rules.
     pub memory: bool,
+    /// Sample the FPU rounding mode of candidate processes with ptrace.
+    pub ptrace: bool,
     /// Budget of one process's memory scan.
     pub memory_budget: memscan::Budget,
 }
@@ -56,6 +59,7 @@ impl Default for Options {
             pids: Vec::new(),
             proc_root: PathBuf::from("/proc"),
             memory: true,
+            ptrace: true,
             memory_budget: memscan::Budget::default(),
         }
     }
@@ -495,6 +499,29 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
         if is_candidate(&t.facts) {
             scan_libraries(t, &users, &mut cache, &opts.proc_root, &mut gaps);
         }
+        if opts.ptrace && is_fpu_candidate(&t.facts, !opts.pids.is_empty()) {
+            let tids: Vec<i32> = t
+                .facts
+                .cpu
+                .threads
+                .iter()
+                .filter(|th| th.percent >= FPU_THREAD_PERCENT)
+                .map(|th| th.tid)
+                .collect();
+            if !tids.is_empty() {
+                let facts = fpu::sample(
+                    &opts.proc_root,
+                    t.facts.pid,
+                    &tids,
+                    &fpu::SampleOptions::default(),
+                );
+                if let Some(why) = &facts.refused {
+                    gaps.inaccessible.insert(t.facts.pid);
+                    gaps.note(Some(t.facts.pid), "ptrace (FPU sampling)", why.clone());
+                }
+                t.facts.fpu = Some(facts);
+            }
+        }
         // Another minerwatch holds our compiled rules in memory: not a miner.
         let is_minerwatch = me_exe.is_some() && t.exe_key.map(|k| (k.dev, k.ino)) == me_exe;
         if opts.memory && memory_left > 0 && !is_minerwatch && is_memory_candidate(&t.facts) {
@@ -623,6 +650,38 @@ fn host_info(clock_ticks: u64) -> HostInfo {
     }
 }
 
+/// CPU (percent of a core) from which a process is busy enough to sample.
+const FPU_PROCESS_PERCENT: f64 = 15.0;
+/// CPU from which one of its threads is sampled.
+const FPU_THREAD_PERCENT: f64 = 10.0;
+
+/// Worth stopping for microseconds to read its rounding mode: busy, and
+/// RandomX-shaped (JIT code or RandomX-sized memory), hiding (no binary on
+/// disk, a kernel-thread disguise), or named with `--pid` (`scoped`). Idle
+/// processes are never touched.
+fn is_fpu_candidate(f: &ProcessFacts, scoped: bool) -> bool {
+    if f.kernel_thread || f.cpu.percent < FPU_PROCESS_PERCENT {
+        return false;
+    }
+    let shaped = f
+        .memory
+        .as_ref()
+        .is_some_and(|m| !m.exec_anon.is_empty() || rx_sized(m));
+    let hiding = f
+        .exe
+        .as_deref()
+        .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"))
+        || f.cmdline.first().is_some_and(|a| a.starts_with('['));
+    shaped || hiding || scoped
+}
+
+fn rx_sized(m: &MemoryFacts) -> bool {
+    m.large_anon.iter().any(|r| {
+        let mib = r.size >> 20;
+        (256..=264).contains(&mib) || (2080..=2352).contains(&mib)
+    })
+}
+
 /// Memory read by all memory scans of one run together.
 const MAX_MEMORY_PER_SCAN: u64 = 512 * 1024 * 1024;
 
@@ -635,13 +694,8 @@ fn is_memory_candidate(f: &ProcessFacts) -> bool {
         .exe
         .as_deref()
         .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"));
-    let rx_sized = f.memory.as_ref().is_some_and(|m| {
-        m.large_anon.iter().any(|r| {
-            let mib = r.size >> 20;
-            (256..=264).contains(&mib) || (2080..=2352).contains(&mib)
-        })
-    });
-    f.cpu.percent >= CANDIDATE_CPU_PERCENT || rx_sized || exe_hidden
+    let rx_shaped = f.memory.as_ref().is_some_and(rx_sized);
+    f.cpu.percent >= CANDIDATE_CPU_PERCENT || rx_shaped || exe_hidden
 }
 
 fn is_candidate(f: &ProcessFacts) -> bool {

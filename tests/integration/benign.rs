@@ -78,6 +78,19 @@ fn python_float_loop_is_not_a_miner() {
 }
 
 #[test]
+fn node_jit_float_loop_is_not_a_miner() {
+    let _heavy = support::heavy_lock();
+    let child = support::spawn_benign(
+        "node",
+        &[
+            "-e",
+            "let x = 0.1; for (;;) { x = Math.sqrt(x * 1.0000001 + 0.5) * 1.5; }",
+        ],
+    );
+    at_most_notice(child);
+}
+
+#[test]
 fn rustc_build_is_not_a_miner() {
     let _heavy = support::heavy_lock();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -32,6 +32,7 @@ fn plain_light_worker_is_miner() {
     let (report, pid) = convict(WorkerOpts::light(), START);
     let ids = signal_ids(&report, pid);
     assert!(ids.contains(&"rx.memory_layout".into()), "{ids:?}");
+    assert!(ids.contains(&"rx.rounding_modes".into()), "{ids:?}");
     // librandomx is a mapped library: its engine constants are found.
     assert!(ids.contains(&"sig.randomx_engine".into()), "{ids:?}");
     let f = finding(&report, pid).expect("finding");
@@ -194,11 +195,44 @@ fn worker_from_memfd_with_wiped_argv_and_config_only_in_memory_is_miner() {
         "{ids:?}"
     );
     // ...but its memory does.
-    for id in ["exe.memfd", "mem.randomx_code", "mem.miner_strings"] {
+    for id in [
+        "exe.memfd",
+        "mem.randomx_code",
+        "mem.miner_strings",
+        "rx.rounding_modes",
+    ] {
         assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
     }
     let ev = f["signals"].to_string();
     assert!(ev.contains("[heap]"), "the match names its region: {ev}");
+}
+
+#[test]
+fn no_ptrace_flag_samples_nothing() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let mut w = support::spawn_worker(&WorkerOpts::light());
+    assert!(w.wait_for_line("hashing", START));
+    let dir = tempfile::tempdir().expect("tmp");
+    let save = dir.path().join("s.json");
+    let report = scan_pids(
+        &[w.pid()],
+        &[
+            "--window",
+            "1",
+            "--no-ptrace",
+            "--save",
+            &save.to_string_lossy(),
+        ],
+    );
+    assert!(!signal_ids(&report, w.pid()).contains(&"rx.rounding_modes".into()));
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&save).expect("read")).expect("json");
+    assert!(
+        snap["processes"][0]["fpu"].is_null(),
+        "{}",
+        snap["processes"][0]["fpu"]
+    );
 }
 
 #[test]
