@@ -6,6 +6,12 @@
 //! 2. File-scanning throughput of our yara-x path against Debian's `yara` CLI
 //!    (YARA 4.2) on the same files with the same rule files, as a ratio
 //!    measured in one run.
+//! 3. Deep signals on a real librandomx worker (light mode, config on its
+//!    heap): the time to a rounding-mode verdict and the stop time a sampled
+//!    thread sees; the time and bytes of one process memory scan.
+//!
+//! Parts 1 and 3 run a RandomX worker (tests/support/rxworker.c, needs
+//! librandomx-dev), so the whole-host scan exercises every path.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -66,6 +72,106 @@ fn measure(cmd: &mut Command) -> (Duration, Duration, u64) {
     (wall, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
 }
 
+/// Compiles and starts the test RandomX worker; returns it once it hashes.
+fn worker() -> Child {
+    let dir = std::env::temp_dir().join(format!("mw-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let bin = dir.join("rxworker");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/rxworker.c");
+    let ok = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .args(["-lrandomx", "-lpthread"])
+        .status()
+        .expect("cc");
+    assert!(
+        ok.success(),
+        "building rxworker (apt-get install librandomx-dev)"
+    );
+    let wallet = "4ApM6hUHyYx16547k5sn3zRND22RhkaWd4JdemFQyTKQ36ixnHzMV4LRzyFP6XEdkjMTZqHsQA5DhDZWLchXHcKf4dKqcj7";
+    let mut child = Command::new(&bin)
+        .args([
+            "--mode",
+            "light",
+            "--seconds",
+            "300",
+            "-u",
+            wallet,
+            "--config-in-memory",
+            "pool.example.net:3333",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start rxworker");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.as_mut() {
+        use std::io::BufRead;
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    assert_eq!(line.trim(), "hashing");
+    let _ = std::fs::remove_dir_all(&dir);
+    child
+}
+
+fn deep_signals(pid: i32) {
+    use minerwatch::observe::{fpu, memscan};
+    println!("## deep signals on one librandomx worker (1 hashing thread)");
+    let opts = fpu::SampleOptions::default();
+    let mut elapsed = Vec::new();
+    let mut stops = Vec::new();
+    let mut flips = 0;
+    const N: usize = 20;
+    for _ in 0..N {
+        let f = fpu::sample(Path::new("/proc"), pid, &[pid], &opts);
+        elapsed.push(f.elapsed_ms);
+        stops.push(f.max_stop_us);
+        if f.modes.len() >= 2 {
+            flips += 1;
+        }
+    }
+    elapsed.sort_unstable();
+    stops.sort_unstable();
+    println!(
+        "- rounding-mode sampling, {N} runs of {} samples {} ms apart: verdict (>= 2 modes) in {flips}/{N}; sampling time median {} ms, max {} ms (budget {} ms)",
+        opts.samples,
+        opts.interval.as_millis(),
+        elapsed[N / 2],
+        elapsed[N - 1],
+        opts.budget.as_millis()
+    );
+    println!(
+        "- stop time a sampled thread sees (longest of a run's samples): median {} µs, 90th percentile {} µs, max {} µs",
+        stops[N / 2],
+        stops[N * 9 / 10],
+        stops[N - 1]
+    );
+    let sigs = Signatures::load(None).expect("rules");
+    let budget = memscan::Budget::default();
+    let maps: Vec<_> = procfs::process::Process::new(pid)
+        .and_then(|p| p.maps())
+        .expect("maps")
+        .into_iter()
+        .collect();
+    let start = Instant::now();
+    let scan =
+        memscan::scan(Path::new("/proc"), pid, &maps, sigs.rules(), &budget).expect("memory scan");
+    println!(
+        "- memory scan: {} regions, {:.1} MiB in {:.0} ms (budget {} MiB per region, {} MiB per process, {} s), rules matched: {}\n",
+        scan.regions_scanned,
+        scan.bytes_scanned as f64 / 1048576.0,
+        start.elapsed().as_secs_f64() * 1000.0,
+        budget.per_region >> 20,
+        budget.per_process >> 20,
+        budget.time.as_secs(),
+        scan.matches
+            .iter()
+            .map(|m| m.rule.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
 fn scan_overhead() {
     let mut sleepers = Kill(Vec::new());
     while process_count() < 160 {
@@ -74,7 +180,9 @@ fn scan_overhead() {
             .push(Command::new("sleep").arg("600").spawn().expect("sleep"));
     }
     let procs = process_count();
-    println!("## scan overhead ({procs} processes, --window {WINDOW})");
+    println!(
+        "## scan overhead ({procs} processes, one of them a hashing RandomX worker, --window {WINDOW})"
+    );
     println!("| run | wall s | beyond window s | CPU s | peak RSS MiB |");
     println!("|---|---|---|---|---|");
     let mut worst_beyond: f64 = 0.0;
@@ -185,6 +293,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let w = Kill(vec![worker()]);
+    let pid = i32::try_from(w.0[0].id()).expect("pid");
+    deep_signals(pid);
     scan_overhead();
+    drop(w);
     throughput();
 }
