@@ -91,6 +91,14 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         .iter()
         .map(|p| parse_pid(p))
         .collect::<Result<Vec<_>>>()?;
+    for (flag, dir) in [("--root", &args.root), ("--proc-root", &args.proc_root)] {
+        if !dir.is_dir() {
+            bail!(
+                "{flag} '{}' is not a directory; give the directory a filesystem (or procfs) is mounted on",
+                dir.display()
+            );
+        }
+    }
     let rules = Signatures::load(args.rules.as_deref())?;
     for f in rules.files() {
         if let Some(e) = &f.error {
@@ -103,6 +111,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         window,
         pids,
         proc_root: args.proc_root.clone(),
+        root: args.root.clone(),
         memory: !args.no_memory,
         ptrace: !args.no_ptrace,
         ..observe::Options::default()

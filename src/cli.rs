@@ -98,6 +98,11 @@ pub struct ScanArgs {
     /// rounding mode).
     #[arg(long)]
     pub no_ptrace: bool,
+    /// Read host files (/etc/ld.so.preload, crontabs, systemd units, sysctl
+    /// files, /sys) under DIR instead of / (a mounted disk image, a container's
+    /// root, a test fixture).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
     /// Where procfs is mounted (the host's /proc when run in a container).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,

@@ -34,6 +34,22 @@ pub struct HostSnapshot {
     pub scope: Vec<i32>,
     /// What could not be observed.
     pub coverage: Coverage,
+    /// Host state outside any one process: hidden pids, preloads, leftovers,
+    /// persistence.
+    #[serde(default)]
+    pub host_facts: crate::observe::host::HostFacts,
+    /// Libraries named by ld.so.preload or preloaded into minerwatch, scanned
+    /// with the rules: (path, binary id).
+    #[serde(default)]
+    pub preload_binaries: Vec<PreloadBinary>,
+}
+
+/// A preloaded library and its scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreloadBinary {
+    pub path: String,
+    /// Id into [`HostSnapshot::binaries`], when it could be read.
+    pub binary: Option<String>,
 }
 
 /// Identity of the host.
@@ -101,6 +117,10 @@ pub struct ProcessFacts {
     pub library_binaries: Vec<String>,
     /// Miner configuration files found for this process.
     pub configs: Vec<MinerConfig>,
+    /// Set when a /proc listing did not show this process: which ones saw it
+    /// and which missed it.
+    #[serde(default)]
+    pub hidden: Option<crate::observe::host::HiddenPid>,
     /// FPU rounding-mode samples of its busy threads; `None` when not sampled.
     #[serde(default)]
     pub fpu: Option<crate::observe::fpu::FpuFacts>,

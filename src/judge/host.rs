@@ -1,6 +1,6 @@
 //! Host findings: what the host shows outside any one process.
 
-use super::{HostFinding, Level};
+use super::{HostFinding, Level, Policy};
 use crate::snapshot::HostSnapshot;
 
 /// Share of one core, unexplained by any visible process, from which the
@@ -9,10 +9,254 @@ const HIDDEN_CPU_NOTICE: f64 = 0.25;
 const HIDDEN_CPU_SUSPICIOUS: f64 = 0.5;
 
 /// All host findings of a snapshot.
-pub fn findings(snap: &HostSnapshot) -> Vec<HostFinding> {
+pub fn findings(snap: &HostSnapshot, policy: &Policy) -> Vec<HostFinding> {
     let mut out = Vec::new();
     hidden_cpu(snap, &mut out);
+    hiding(snap, &mut out);
+    preloads(snap, policy, &mut out);
+    leftovers(snap, &mut out);
+    persistence(snap, &mut out);
     out
+}
+
+fn push(out: &mut Vec<HostFinding>, id: &str, level: Level, evidence: String) {
+    out.push(HostFinding {
+        id: id.to_string(),
+        level,
+        evidence,
+    });
+}
+
+fn name_of(snap: &HostSnapshot, pid: i32) -> String {
+    snap.processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .map(|p| format!(" ({})", p.comm))
+        .unwrap_or_default()
+}
+
+/// Processes hidden from listings, /proc/PID mounts, hidepid.
+fn hiding(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
+    let h = &snap.host_facts;
+    for hp in &h.hidden_pids {
+        push(
+            out,
+            "host.hidden_process",
+            Level::Suspicious,
+            format!(
+                "pid {}{} is missing from the {} listing of /proc but seen by {}: something (an LD_PRELOAD or kernel rootkit) hides it",
+                hp.pid,
+                name_of(snap, hp.pid),
+                hp.missing_from.join(" and "),
+                hp.seen_by.join(", ")
+            ),
+        );
+    }
+    for m in &h.proc_pid_mounts {
+        push(
+            out,
+            "host.proc_mount",
+            Level::Suspicious,
+            format!(
+                "a filesystem is mounted over {m}, hiding that process's details from every tool (see /proc/self/mountinfo)"
+            ),
+        );
+    }
+    if let Some(opt) = &h.hidepid {
+        push(
+            out,
+            "host.hidepid",
+            Level::Notice,
+            format!("/proc is mounted with hidepid={opt}: users cannot see each other's processes"),
+        );
+    }
+}
+
+/// ld.so.preload and libraries preloaded into minerwatch itself.
+fn preloads(snap: &HostSnapshot, policy: &Policy, out: &mut Vec<HostFinding>) {
+    let matched = |path: &str| -> Option<String> {
+        let id = snap
+            .preload_binaries
+            .iter()
+            .find(|b| b.path == path)?
+            .binary
+            .as_ref()?;
+        let b = snap.binaries.iter().find(|b| &b.id == id)?;
+        (!b.matches.is_empty()).then(|| {
+            b.matches
+                .iter()
+                .map(|m| m.rule.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    };
+    if let Some(f) = &snap.host_facts.ld_so_preload {
+        let mut level = Level::Notice;
+        let mut notes = Vec::new();
+        for e in &f.entries {
+            if let Some(rules) = matched(e) {
+                level = Level::Suspicious;
+                notes.push(format!("{e} matches {rules}"));
+            }
+            if policy.indicators.staging_path(e) {
+                level = Level::Suspicious;
+                notes.push(format!("{e} lies in a world-writable or hidden directory"));
+            }
+        }
+        if f.immutable {
+            level = Level::Suspicious;
+            notes.push("the file is immutable (chattr +i)".into());
+        }
+        if let Some(t) = &f.symlink_target {
+            notes.push(format!("it is a symlink to {t}"));
+        }
+        if !f.entries.is_empty() || f.symlink_target.is_some() {
+            push(
+                out,
+                "host.ld_so_preload",
+                level,
+                format!(
+                    "{} preloads {} into every program{}",
+                    f.path,
+                    if f.entries.is_empty() {
+                        "nothing readable".to_string()
+                    } else {
+                        f.entries.join(", ")
+                    },
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", notes.join("; "))
+                    }
+                ),
+            );
+        }
+    }
+    if !snap.host_facts.self_preloaded.is_empty() {
+        let libs: Vec<String> = snap
+            .host_facts
+            .self_preloaded
+            .iter()
+            .map(|l| match matched(l) {
+                Some(rules) => format!("{l} (matches {rules})"),
+                None => l.clone(),
+            })
+            .collect();
+        push(
+            out,
+            "host.self_preloaded",
+            Level::Suspicious,
+            format!(
+                "minerwatch itself runs with {} preloaded: a rootkit may be filtering what tools see (minerwatch lists /proc with raw getdents64 to see past it)",
+                libs.join(", ")
+            ),
+        );
+    }
+}
+
+/// State a miner leaves behind: huge pages, msr writes, nmi watchdog, sysctl.
+fn leftovers(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
+    let h = &snap.host_facts;
+    let hp = &h.hugepages;
+    if hp.nr_hugepages > 0 && hp.free >= hp.nr_hugepages {
+        push(
+            out,
+            "host.hugepages_unused",
+            Level::Notice,
+            format!(
+                "{} huge pages of {} kB ({} MiB) are reserved and all free: nothing uses them (XMRig reserves them for its dataset)",
+                hp.nr_hugepages,
+                hp.size_kib,
+                hp.nr_hugepages * hp.size_kib / 1024
+            ),
+        );
+    }
+    if hp.nr_1g > 0 && hp.free_1g >= hp.nr_1g {
+        push(
+            out,
+            "host.hugepages_unused",
+            Level::Notice,
+            format!(
+                "{} 1 GiB huge pages are reserved and all free (XMRig's --randomx-1gb-pages)",
+                hp.nr_1g
+            ),
+        );
+    }
+    if h.msr_allow_writes
+        .as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("on"))
+    {
+        push(
+            out,
+            "host.msr_writes",
+            Level::Notice,
+            "the msr module allows writes to CPU model-specific registers (allow_writes=on): XMRig's MSR mod turns prefetchers off this way".into(),
+        );
+    }
+    // Many VM images ship with the watchdog off: alone it says nothing, so it
+    // is reported beside other tuning leftovers only.
+    let tuned = out
+        .iter()
+        .any(|f| f.id == "host.hugepages_unused" || f.id == "host.msr_writes")
+        || h.sysctl.iter().any(|s| s.key == "kernel.nmi_watchdog");
+    if h.nmi_watchdog.as_deref() == Some("0") && tuned {
+        push(
+            out,
+            "host.nmi_watchdog_off",
+            Level::Notice,
+            "kernel.nmi_watchdog is 0 beside other miner tuning: miners turn it off for a few percent more hashrate".into(),
+        );
+    }
+    for s in &h.sysctl {
+        push(
+            out,
+            "host.sysctl",
+            Level::Notice,
+            format!("{}:{} sets {} = {}", s.file, s.line, s.key, s.value),
+        );
+    }
+}
+
+/// Cron lines, systemd units and rc.local that launch a miner.
+fn persistence(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
+    for e in &snap.host_facts.persistence {
+        let launched: Vec<String> = e
+            .executable
+            .as_deref()
+            .map(|exe| launched_by(snap, exe))
+            .unwrap_or_default();
+        let mut evidence = format!(
+            "{} {}:{} `{}`: {}",
+            e.kind,
+            e.path,
+            e.line,
+            e.text,
+            e.reasons.join(", ")
+        );
+        if e.immutable && !e.reasons.iter().any(|r| r.contains("immutable")) {
+            evidence.push_str(", immutable (chattr +i)");
+        }
+        if !launched.is_empty() {
+            evidence.push_str(&format!(
+                "; it launches running process {}",
+                launched.join(", ")
+            ));
+        }
+        push(out, "host.persistence", Level::Suspicious, evidence);
+    }
+}
+
+/// Running processes whose executable is `exe`.
+pub fn launched_by(snap: &HostSnapshot, exe: &str) -> Vec<String> {
+    snap.processes
+        .iter()
+        .filter(|p| {
+            p.exe
+                .as_deref()
+                .is_some_and(|e| e.trim_end_matches(" (deleted)") == exe)
+        })
+        .map(|p| format!("{} ({})", p.pid, p.comm))
+        .collect()
 }
 
 /// CPU the kernel counted for tasks that no visible process accounts for.
@@ -87,6 +331,10 @@ mod tests {
         s
     }
 
+    fn findings(s: &HostSnapshot) -> Vec<HostFinding> {
+        super::findings(s, &Policy::default())
+    }
+
     #[test]
     fn accounted_cpu_is_no_finding() {
         assert!(findings(&snap(600, &[500, 90])).is_empty());
@@ -116,6 +364,125 @@ mod tests {
         let mut s = snap(600, &[95]);
         s.processes[0].cpu.children_ticks = 480;
         assert!(findings(&s).is_empty());
+    }
+
+    use crate::observe::host::{
+        HiddenPid, HostFacts, PersistenceEntry, PreloadFile, SysctlSetting,
+    };
+
+    fn ids(f: &[HostFinding]) -> Vec<(String, Level)> {
+        f.iter().map(|h| (h.id.clone(), h.level)).collect()
+    }
+
+    #[test]
+    fn hidden_processes_mounts_and_self_preloads_are_suspicious() {
+        let mut s = snap(0, &[]);
+        s.host_facts = HostFacts {
+            hidden_pids: vec![HiddenPid {
+                pid: 4242,
+                seen_by: vec!["getdents64".into(), "kill(0)/stat".into()],
+                missing_from: vec!["readdir".into()],
+            }],
+            proc_pid_mounts: vec!["/proc/4243".into()],
+            self_preloaded: vec!["/tmp/.x/libhide.so".into()],
+            hidepid: Some("2".into()),
+            ..HostFacts::default()
+        };
+        let f = findings(&s);
+        assert_eq!(
+            ids(&f),
+            vec![
+                ("host.hidden_process".into(), Level::Suspicious),
+                ("host.proc_mount".into(), Level::Suspicious),
+                ("host.hidepid".into(), Level::Notice),
+                ("host.self_preloaded".into(), Level::Suspicious),
+            ]
+        );
+        assert!(
+            f[0].evidence.contains("pid 4242") && f[0].evidence.contains("readdir"),
+            "{}",
+            f[0].evidence
+        );
+    }
+
+    #[test]
+    fn ld_so_preload_is_notice_unless_staged_or_immutable() {
+        let mut s = snap(0, &[]);
+        s.host_facts.ld_so_preload = Some(PreloadFile {
+            path: "/etc/ld.so.preload".into(),
+            entries: vec!["/usr/lib/libfaketime.so".into()],
+            ..PreloadFile::default()
+        });
+        assert_eq!(
+            ids(&findings(&s)),
+            vec![("host.ld_so_preload".into(), Level::Notice)]
+        );
+        if let Some(f) = s.host_facts.ld_so_preload.as_mut() {
+            f.entries = vec!["/dev/shm/.l/libsystem.so".into()];
+        }
+        assert_eq!(findings(&s)[0].level, Level::Suspicious);
+    }
+
+    #[test]
+    fn leftovers_are_notices() {
+        let mut s = snap(0, &[]);
+        s.host_facts.hugepages.nr_hugepages = 1168;
+        s.host_facts.hugepages.free = 1168;
+        s.host_facts.hugepages.size_kib = 2048;
+        s.host_facts.msr_allow_writes = Some("on".into());
+        s.host_facts.nmi_watchdog = Some("0".into());
+        s.host_facts.sysctl = vec![SysctlSetting {
+            file: "/etc/sysctl.d/99.conf".into(),
+            line: 1,
+            key: "vm.nr_hugepages".into(),
+            value: "1168".into(),
+        }];
+        let f = findings(&s);
+        assert!(f.iter().all(|h| h.level == Level::Notice), "{f:?}");
+        assert_eq!(f.len(), 4);
+        assert!(f[0].evidence.contains("2336 MiB"), "{}", f[0].evidence);
+        // In use: not a leftover.
+        s.host_facts.hugepages.free = 0;
+        assert_eq!(findings(&s).len(), 3);
+        // The watchdog off alone, as many VM images ship: nothing.
+        s.host_facts.msr_allow_writes = None;
+        s.host_facts.sysctl.clear();
+        assert!(findings(&s).is_empty());
+    }
+
+    #[test]
+    fn persistence_names_the_process_it_launches() {
+        let mut s = snap(0, &[]);
+        s.processes.push(ProcessFacts {
+            pid: 777,
+            comm: "kdevtmpfsi".into(),
+            exe: Some("/tmp/.x/kdevtmpfsi (deleted)".into()),
+            ..ProcessFacts::default()
+        });
+        s.host_facts.persistence = vec![PersistenceEntry {
+            kind: "cron".into(),
+            path: "/etc/crontab".into(),
+            line: 3,
+            text: "@reboot root /tmp/.x/kdevtmpfsi".into(),
+            reasons: vec!["runs from /tmp".into()],
+            immutable: true,
+            executable: Some("/tmp/.x/kdevtmpfsi".into()),
+        }];
+        let f = findings(&s);
+        assert_eq!(
+            ids(&f),
+            vec![("host.persistence".into(), Level::Suspicious)]
+        );
+        assert!(
+            f[0].evidence
+                .contains("launches running process 777 (kdevtmpfsi)")
+                && f[0].evidence.contains("immutable"),
+            "{}",
+            f[0].evidence
+        );
+        let p = &s.processes[0];
+        let sig = crate::judge::signals::detect(p, &s, &Policy::default());
+        assert!(sig.iter().any(|x| x.id == "persist.launcher"), "{sig:?}");
     }
 
     #[test]

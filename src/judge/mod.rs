@@ -177,7 +177,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
             .then(b.score.cmp(&a.score))
             .then(a.pid.cmp(&b.pid))
     });
-    let host_findings = host::findings(snapshot);
+    let host_findings = host::findings(snapshot, policy);
     let verdict = findings
         .iter()
         .map(|f| f.level)

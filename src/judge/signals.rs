@@ -90,7 +90,44 @@ pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Sig
     configs(p, &mut out);
     network(p, &pools, policy, &mut out);
     identity(p, policy, &mut out);
+    hiding(p, snap, &mut out);
     out
+}
+
+fn hiding(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
+    if let Some(h) = &p.hidden {
+        out.push(Signal::new(
+            "proc.hidden",
+            Strength::Medium,
+            Kind::Stealth,
+            format!(
+                "hidden: missing from the {} listing of /proc, seen by {}",
+                h.missing_from.join(" and "),
+                h.seen_by.join(", ")
+            ),
+        ));
+    }
+    let Some(exe) = p.exe.as_deref().map(|e| e.trim_end_matches(" (deleted)")) else {
+        return;
+    };
+    let launchers: Vec<String> = snap
+        .host_facts
+        .persistence
+        .iter()
+        .filter(|e| e.executable.as_deref() == Some(exe))
+        .map(|e| format!("{} {}:{}", e.kind, e.path, e.line))
+        .collect();
+    if !launchers.is_empty() {
+        out.push(Signal::new(
+            "persist.launcher",
+            Strength::Medium,
+            Kind::Stealth,
+            format!(
+                "a suspect persistence entry launches its executable: {}",
+                launchers.join(", ")
+            ),
+        ));
+    }
 }
 
 fn cpu(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy, out: &mut Vec<Signal>) -> bool {

@@ -625,8 +625,23 @@ fn regenerate_snapshot_fixtures() {
                 processes: 1,
                 ..Coverage::default()
             },
+            host_facts: Default::default(),
+            preload_binaries: Vec::new(),
         };
         let json = serde_json::to_string_pretty(&snap).expect("json");
         std::fs::write(format!("{SNAPSHOTS}/{name}.json"), json + "\n").expect("write");
     }
+}
+
+#[test]
+fn hidden_busy_process_is_suspicious() {
+    let mut p = plain(100.0);
+    p.hidden = Some(crate::observe::host::HiddenPid {
+        pid: 4242,
+        seen_by: vec!["getdents64".into()],
+        missing_from: vec!["readdir".into()],
+    });
+    let (level, score, ids) = judge1(&with(p));
+    assert_eq!((level, score), (Level::Suspicious, 40), "{ids:?}");
+    assert!(ids.contains(&"proc.hidden".to_string()));
 }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod files;
 pub mod fpu;
+pub mod host;
 pub mod memory;
 pub mod memscan;
 
@@ -44,6 +45,8 @@ pub struct Options {
     pub pids: Vec<i32>,
     /// Where procfs is mounted (`/proc`, or the host's /proc inside a container).
     pub proc_root: PathBuf,
+    /// The filesystem root host checks read /etc, /var and /sys from.
+    pub root: PathBuf,
     /// Scan the memory of candidate processes with the rules.
     pub memory: bool,
     /// Sample the FPU rounding mode of candidate processes with ptrace.
@@ -58,6 +61,7 @@ impl Default for Options {
             window: Duration::from_secs(5),
             pids: Vec::new(),
             proc_root: PathBuf::from("/proc"),
+            root: PathBuf::from("/"),
             memory: true,
             ptrace: true,
             memory_budget: memscan::Budget::default(),
@@ -325,18 +329,29 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     let cid_re = Regex::new("[0-9a-f]{64}").ok();
 
     // 1. The whole process table: scope and ancestry need every parent.
-    let all = procfs::process::all_processes_with_root(&opts.proc_root).map_err(|source| {
-        ObserveError::ProcList {
-            path: opts.proc_root.clone(),
-            source,
-        }
+    // Host checks (listings, brute force, leftovers) run beside the window.
+    let host_job = {
+        let (root, proc_root) = (opts.root.clone(), opts.proc_root.clone());
+        std::thread::spawn(move || host::observe_host(&root, &proc_root))
+    };
+    // The raw getdents64 listing: an LD_PRELOAD rootkit hooks readdir.
+    let listed = host::list_pids_raw(&opts.proc_root).map_err(|source| ObserveError::ProcList {
+        path: opts.proc_root.clone(),
+        source: ProcError::Io(source, Some(opts.proc_root.clone())),
     })?;
     let mut table: HashMap<i32, Stat> = HashMap::new();
     let mut handles: HashMap<i32, Process> = HashMap::new();
-    for p in all.flatten() {
-        if let Ok(stat) = p.stat() {
-            table.insert(p.pid, stat);
-            handles.insert(p.pid, p);
+    for pid in listed {
+        let Ok(p) = Process::new_with_root(opts.proc_root.join(pid.to_string())) else {
+            continue;
+        };
+        match p.stat() {
+            Ok(stat) => {
+                table.insert(pid, stat);
+                handles.insert(pid, p);
+            }
+            Err(e) if p.is_alive() => gaps.record(Some(pid), "stat", &e),
+            Err(_) => {}
         }
     }
     let scope: HashSet<i32> = if opts.pids.is_empty() {
@@ -344,7 +359,17 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     } else {
         for pid in &opts.pids {
             if !table.contains_key(pid) {
-                return Err(ObserveError::NoSuchPid(*pid));
+                if !process_exists(*pid) {
+                    return Err(ObserveError::NoSuchPid(*pid));
+                }
+                // It runs, but its /proc entry cannot be read (a mount over
+                // /proc/PID, hidepid): the scan goes on and says so.
+                gaps.inaccessible.insert(*pid);
+                gaps.note(
+                    Some(*pid),
+                    "stat",
+                    "the process runs but its /proc entry cannot be read".into(),
+                );
             }
         }
         descendants(&table, &opts.pids)
@@ -397,9 +422,27 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     }
     // Processes that started during the window (a build's next compiler, a
     // miner restarted by cron) are observed too, for the part they ran.
-    if let Ok(all) = procfs::process::all_processes_with_root(&opts.proc_root) {
+    // ...and those only the host checks found: hidden from listings.
+    let (host_facts, host_gaps) = match host_job.join() {
+        Ok(r) => r,
+        Err(_) => (
+            host::HostFacts::default(),
+            vec![("host checks".to_string(), "panicked".to_string())],
+        ),
+    };
+    for (what, error) in host_gaps {
+        gaps.note(None, &what, error);
+    }
+    if let Ok(listed) = host::list_pids_raw(&opts.proc_root) {
+        let extra = host_facts.hidden_pids.iter().map(|h| h.pid);
+        let all = listed
+            .into_iter()
+            .chain(extra)
+            .collect::<BTreeSet<i32>>()
+            .into_iter()
+            .filter_map(|pid| Process::new_with_root(opts.proc_root.join(pid.to_string())).ok());
         let mut fresh: Vec<(Process, Stat)> = Vec::new();
-        for p in all.flatten() {
+        for p in all {
             let known = table.get(&p.pid).is_some_and(|s| {
                 tracked
                     .iter()
@@ -577,8 +620,39 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     let processes: Vec<ProcessFacts> = alive
         .into_iter()
         .filter(|t| !gaps.vanished.contains(&t.facts.pid))
-        .map(|t| t.facts)
+        .map(|mut t| {
+            t.facts.hidden = host_facts
+                .hidden_pids
+                .iter()
+                .find(|h| h.pid == t.facts.pid)
+                .cloned();
+            t.facts
+        })
         .collect();
+    // Preloaded libraries, scanned with the rules like any binary.
+    let mut preload_paths: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(f) = &host_facts.ld_so_preload {
+        for e in &f.entries {
+            preload_paths.push((e.clone(), opts.root.join(e.trim_start_matches('/'))));
+        }
+    }
+    for lib in &host_facts.self_preloaded {
+        if !preload_paths.iter().any(|(p, _)| p == lib) {
+            // Mapped into us: read it through our own view of the filesystem.
+            preload_paths.push((lib.clone(), PathBuf::from(lib)));
+        }
+    }
+    let mut preload_binaries = Vec::new();
+    for (path, full) in preload_paths {
+        let binary = match files::open_regular(&full, true) {
+            Ok((file, key)) => Some(cache.scan(file, key, &path, "")),
+            Err(e) => {
+                gaps.note(None, &format!("preloaded library {path}"), e.to_string());
+                None
+            }
+        };
+        preload_binaries.push(PreloadBinary { path, binary });
+    }
     let mut scope_pids = opts.pids.clone();
     scope_pids.sort_unstable();
     Ok(HostSnapshot {
@@ -597,7 +671,16 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
             vanished: gaps.vanished.len(),
             errors: gaps.errors,
         },
+        host_facts,
+        preload_binaries,
     })
+}
+
+/// Whether `pid` names a running process (kill(pid, 0); EPERM means it does).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn descendants(table: &HashMap<i32, Stat>, roots: &[i32]) -> HashSet<i32> {

