@@ -41,11 +41,11 @@ impl Text {
             f.pid,
             truncate(&user, 10),
             p.cpu_percent,
-            p.name
+            clean(&p.name)
         )?;
         let indent = "      ";
         if let Some(exe) = &p.exe {
-            writeln!(out, "{indent}exe      {exe}")?;
+            writeln!(out, "{indent}exe      {}", clean(exe))?;
         }
         if !p.cmdline.is_empty() {
             writeln!(
@@ -58,12 +58,12 @@ impl Text {
             let chain: Vec<String> = p
                 .ancestry
                 .iter()
-                .map(|a| format!("{}({})", a.name, a.pid))
+                .map(|a| format!("{}({})", clean(&a.name), a.pid))
                 .collect();
             writeln!(out, "{indent}parents  {}", chain.join(" < "))?;
         }
         if let Some(c) = &p.container {
-            writeln!(out, "{indent}container {c}")?;
+            writeln!(out, "{indent}container {}", clean(c))?;
         }
         let shown = if self.verbose || f.level >= Level::Suspicious {
             f.signals.len()
@@ -72,7 +72,13 @@ impl Text {
         };
         let signals = &f.signals;
         for s in &signals[..shown] {
-            writeln!(out, "{indent}+{:<3} {:<24} {}", s.weight, s.id, s.evidence)?;
+            writeln!(
+                out,
+                "{indent}+{:<3} {:<24} {}",
+                s.weight,
+                s.id,
+                clean(&s.evidence)
+            )?;
         }
         if shown < signals.len() {
             writeln!(
@@ -85,7 +91,25 @@ impl Text {
     }
 }
 
+/// Makes text from the host safe for a terminal: control characters
+/// (newlines, ANSI escapes) in a command line or file name could otherwise
+/// forge lines of the report or drive the terminal. They are shown escaped.
+fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn truncate(s: &str, n: usize) -> String {
+    let s = clean(s);
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -132,7 +156,7 @@ impl Render for Text {
             c.suspicious,
             c.notice,
             report.processes_judged,
-            report.host.hostname,
+            clean(&report.host.hostname),
             report.window_secs,
         )?;
         writeln!(
@@ -143,5 +167,16 @@ impl Render for Text {
             cov.vanished,
             cov.errors.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("a\nb\x1b[31mc\t"), "a\\nb\\x1b[31mc\\t");
+        assert_eq!(clean("plain [kworker/0:1]"), "plain [kworker/0:1]");
     }
 }

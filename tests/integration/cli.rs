@@ -92,6 +92,7 @@ fn analyze_ndjson_has_findings_then_summary() {
 
 #[test]
 fn fail_on_sets_the_exit_code() {
+    let _stable = support::host_state_stable();
     let f = fixture("xmrig-light");
     assert_eq!(
         minerwatch(&["analyze", &f, "--fail-on", "miner"])
@@ -248,6 +249,7 @@ fn rules_check_reports_bad_files_with_line() {
 
 #[test]
 fn scan_loads_good_user_rules_and_skips_bad_ones() {
+    let _stable = support::host_state_stable();
     let dir = tempfile::tempdir().expect("tmp");
     // A Loki-style rule using externals must compile unchanged.
     std::fs::write(
@@ -320,6 +322,7 @@ fn analyze_rejects_corrupt_and_wrong_schema_files() {
 
 #[test]
 fn save_then_analyze_round_trips_with_mode_0600() {
+    let _stable = support::host_state_stable();
     let dir = tempfile::tempdir().expect("tmp");
     let save = dir.path().join("host.json");
     let mut sleeper = support::spawn_benign("sleep", &["60"]);
@@ -363,6 +366,7 @@ fn save_then_analyze_round_trips_with_mode_0600() {
 
 #[test]
 fn unwritable_save_path_fails_before_scanning_and_leaves_nothing() {
+    let _stable = support::host_state_stable();
     let out = minerwatch(&[
         "scan",
         "--save",
@@ -438,6 +442,7 @@ fn broken_pipe_exits_quietly() {
 
 #[test]
 fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
+    let _stable = support::host_state_stable();
     // A zombie nobody reaps (its parent exec'd sleep), and a child that
     // exits during the window and is reaped.
     let mut tree = support::spawn_benign(
@@ -486,4 +491,59 @@ fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
         );
     }
     tree.kill();
+}
+
+#[test]
+fn a_process_with_thousands_of_threads_is_scanned_without_trouble() {
+    let _stable = support::host_state_stable();
+    let mut many = support::spawn_benign(
+        "python3",
+        &[
+            "-c",
+            "import threading, time\n\
+             for _ in range(1500):\n    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n\
+             print('ready', flush=True)\ntime.sleep(60)\n",
+        ],
+    );
+    assert!(
+        many.wait_for_line("ready", std::time::Duration::from_secs(30)),
+        "{}",
+        many.stderr_so_far()
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let save = dir.path().join("s.json");
+    let report = crate::scan_pids(
+        &[many.pid()],
+        &["--window", "0.5", "--save", &save.to_string_lossy()],
+    );
+    assert_eq!(report["verdict"], "clean", "{report}");
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&save).expect("read")).expect("json");
+    assert!(
+        snap["processes"][0]["threads"].as_u64() > Some(1500),
+        "{}",
+        snap["processes"][0]["threads"]
+    );
+    many.kill();
+}
+
+#[test]
+fn hostile_command_lines_cannot_forge_text_output() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("sleep");
+    cmd.arg0("[kworker/0:1]\nverdict: clean\x1b[2J").arg("60");
+    let mut evil = support::Child::spawn(cmd).expect("spawn");
+    let out = minerwatch(&["scan", "--window", "0.3", "--pid", &evil.pid().to_string()]);
+    evil.kill();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fake") || text.contains("kernel thread"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "raw escape in output: {text:?}");
+    assert!(
+        !text.lines().any(|l| l == "verdict: clean"),
+        "forged line: {text}"
+    );
+    assert!(text.contains("\\nverdict: clean\\x1b[2J"), "{text}");
 }

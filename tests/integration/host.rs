@@ -129,6 +129,7 @@ impl Drop for Mount {
 fn a_mount_over_the_proc_entry_of_a_worker_is_found() {
     support::ensure_packages();
     let _heavy = support::heavy_lock();
+    let _host = support::host_state_change();
     let mut w = support::spawn_worker(&support::WorkerOpts::light());
     assert!(w.wait_for_line("hashing", std::time::Duration::from_secs(60)));
     let pid = w.pid();

@@ -44,6 +44,20 @@ pub fn heavy_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+static HOST_STATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that changes what every scan sees on this host (a mount
+/// over /proc/PID is a host finding in any scan running meanwhile).
+pub fn host_state_change() -> std::sync::RwLockWriteGuard<'static, ()> {
+    HOST_STATE.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Held by a test that expects a clean verdict or exit code 0, so that no
+/// concurrent [`host_state_change`] shows up in its report.
+pub fn host_state_stable() -> std::sync::RwLockReadGuard<'static, ()> {
+    HOST_STATE.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
