@@ -157,8 +157,8 @@ fn deep_signals(pid: i32) {
         .into_iter()
         .collect();
     let start = Instant::now();
-    let scan =
-        memscan::scan(Path::new("/proc"), pid, &maps, sigs.rules(), &budget).expect("memory scan");
+    let scan = memscan::scan(Path::new("/proc"), pid, None, &maps, sigs.rules(), &budget)
+        .expect("memory scan");
     println!(
         "- memory scan: {} regions, {:.1} MiB in {:.0} ms (budget {} MiB per region, {} MiB per process, {} s), rules matched: {}\n",
         scan.regions_scanned,

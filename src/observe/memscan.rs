@@ -3,8 +3,8 @@
 //! yara-x cannot scan a process by pid, so we read `/proc/PID/mem` region by
 //! region and feed each region to `yara_x::blocks::Scanner` with its address
 //! as base. Which regions: anonymous executable ones (where RandomX JIT code
-//! lives), the executable mappings of an executable that is deleted or in
-//! memory (unpacked code), and bounded windows of the heap and anonymous
+//! lives), the executable mappings of the program itself (its code as
+//! loaded: unpacked, patched, or with no file left on disk), and bounded windows of the heap and anonymous
 //! writable memory (pool login JSON, wallets, compiled-in configs). Never a
 //! RandomX dataset or cache: they are large and random, and we skip every
 //! anonymous region of 256 MiB or more.
@@ -72,8 +72,10 @@ pub struct MemoryScan {
     pub matches: Vec<MemoryMatch>,
 }
 
-/// Why a region is scanned, in priority order.
-fn priority(m: &MemoryMap, exe_gone: bool) -> Option<u8> {
+/// Why a region is scanned, in priority order: JIT code, the program's own
+/// code (as loaded: unpacked, patched), the heap, anonymous writable memory.
+/// Shared libraries' code is left out: their files are scanned on disk.
+fn priority(m: &MemoryMap, exe: Option<&str>) -> Option<u8> {
     let exec = m.perms.contains(MMPermissions::EXECUTE);
     let write = m.perms.contains(MMPermissions::WRITE);
     let read = m.perms.contains(MMPermissions::READ);
@@ -84,9 +86,10 @@ fn priority(m: &MemoryMap, exe_gone: bool) -> Option<u8> {
     let anon = is_anonymous(m);
     match &m.pathname {
         _ if anon && exec => Some(0),
-        MMapPath::Path(p) if exec && exe_gone => {
+        MMapPath::Path(p) if exec => {
             let p = p.to_string_lossy();
-            (p.ends_with(" (deleted)") || p.starts_with("/memfd:")).then_some(1)
+            (exe == Some(p.as_ref()) || p.ends_with(" (deleted)") || p.starts_with("/memfd:"))
+                .then_some(1)
         }
         MMapPath::Heap => Some(2),
         _ if anon && write && size < SKIP_ANON_BYTES => Some(3),
@@ -126,27 +129,21 @@ fn describe(m: &MemoryMap) -> String {
     }
 }
 
-/// Scans the memory of process `pid` (maps already read) with `rules`.
+/// Scans the memory of process `pid` (maps already read, `exe` its
+/// executable as /proc/PID/exe names it) with `rules`.
 pub fn scan(
     proc_root: &Path,
     pid: i32,
+    exe: Option<&str>,
     maps: &[MemoryMap],
     rules: &Rules,
     budget: &Budget,
 ) -> std::io::Result<MemoryScan> {
     let start = Instant::now();
     let mem = File::open(proc_root.join(pid.to_string()).join("mem"))?;
-    let exe_gone = maps.iter().any(|m| match &m.pathname {
-        MMapPath::Path(p) => {
-            let p = p.to_string_lossy();
-            m.perms.contains(MMPermissions::EXECUTE)
-                && (p.ends_with(" (deleted)") || p.starts_with("/memfd:"))
-        }
-        _ => false,
-    });
     let mut chosen: Vec<(u8, &MemoryMap)> = maps
         .iter()
-        .filter_map(|m| priority(m, exe_gone).map(|p| (p, m)))
+        .filter_map(|m| priority(m, exe).map(|p| (p, m)))
         .collect();
     chosen.sort_by_key(|(p, m)| (*p, m.address.0));
 

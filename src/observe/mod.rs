@@ -575,8 +575,14 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
             match t.process.maps() {
                 Ok(maps) => {
                     let maps: Vec<MemoryMap> = maps.into_iter().collect();
-                    match memscan::scan(&opts.proc_root, t.facts.pid, &maps, sigs.rules(), &budget)
-                    {
+                    match memscan::scan(
+                        &opts.proc_root,
+                        t.facts.pid,
+                        t.facts.exe.as_deref(),
+                        &maps,
+                        sigs.rules(),
+                        &budget,
+                    ) {
                         Ok(scan) => {
                             memory_left = memory_left.saturating_sub(scan.bytes_scanned);
                             t.facts.memory_scan = Some(scan);

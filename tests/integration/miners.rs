@@ -24,6 +24,19 @@ fn convict(opts: WorkerOpts, wait: Duration) -> (serde_json::Value, i32) {
         "{opts:?} not convicted: {}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
+    // What it cannot shed: its JIT code in memory and, hashing flat out,
+    // the rounding-mode flips (a throttled thread may sleep through samples).
+    let ids = signal_ids(&report, w.pid());
+    assert!(
+        ids.contains(&"mem.randomx_code".into()),
+        "{opts:?}: {ids:?}"
+    );
+    if opts.throttle.is_none() {
+        assert!(
+            ids.contains(&"rx.rounding_modes".into()),
+            "{opts:?}: {ids:?}"
+        );
+    }
     (report, w.pid())
 }
 
