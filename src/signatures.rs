@@ -280,6 +280,44 @@ fn read_rule_file(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text, skipped", path.display()))
 }
 
+/// What minerwatch reads from a matching rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMeta {
+    /// The `category` metadata of an embedded rule (randomx, xmrig, miner,
+    /// stratum; `miner` when missing); always `user` for a `--rules` rule.
+    pub category: String,
+    pub description: Option<String>,
+    /// From `--rules`, not embedded.
+    pub user: bool,
+}
+
+impl RuleMeta {
+    /// Reads a matching rule's namespace and metadata.
+    pub fn of(rule: &yara_x::Rule<'_, '_>) -> Self {
+        let mut category = None;
+        let mut description = None;
+        for (key, value) in rule.metadata() {
+            if let MetaValue::String(s) = value {
+                match key {
+                    "category" => category = Some(s.to_string()),
+                    "description" => description = Some(s.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        let user = rule.namespace().starts_with(USER_NAMESPACE);
+        RuleMeta {
+            category: match (user, category) {
+                (false, Some(c)) => c,
+                (false, None) => "miner".to_string(),
+                (true, _) => "user".to_string(),
+            },
+            description,
+            user,
+        }
+    }
+}
+
 /// What the externals describe about the scanned file.
 #[derive(Debug, Clone, Default)]
 pub struct FileContext<'a> {
@@ -320,28 +358,13 @@ impl FileScanner<'_> {
         Ok(results
             .matching_rules()
             .map(|r| {
-                let mut category = None;
-                let mut description = None;
-                for (key, value) in r.metadata() {
-                    if let MetaValue::String(s) = value {
-                        match key {
-                            "category" => category = Some(s.to_string()),
-                            "description" => description = Some(s.to_string()),
-                            _ => {}
-                        }
-                    }
-                }
-                let user = r.namespace().starts_with(USER_NAMESPACE);
+                let meta = RuleMeta::of(&r);
                 RuleMatch {
                     rule: r.identifier().to_string(),
                     namespace: r.namespace().to_string(),
-                    category: match (user, category) {
-                        (false, Some(c)) => c,
-                        (false, None) => "miner".to_string(),
-                        (true, _) => "user".to_string(),
-                    },
-                    description,
-                    user,
+                    category: meta.category,
+                    description: meta.description,
+                    user: meta.user,
                 }
             })
             .collect())

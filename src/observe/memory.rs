@@ -29,7 +29,8 @@ pub fn is_anonymous(m: &MemoryMap) -> bool {
     }
 }
 
-fn perms(m: &MemoryMap) -> String {
+/// Permissions as maps prints them, e.g. `rwxp`.
+pub fn perms(m: &MemoryMap) -> String {
     let p = m.perms;
     format!(
         "{}{}{}{}",

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use procfs::process::{MMPermissions, MMapPath, MemoryMap};
 use serde::{Deserialize, Serialize};
-use yara_x::{MetaValue, Rules};
+use yara_x::Rules;
 
-use super::memory::is_anonymous;
+use super::memory::{is_anonymous, perms};
 
 /// How much memory one process scan may read, and for how long.
 #[derive(Debug, Clone, Copy)]
@@ -98,30 +98,7 @@ fn priority(m: &MemoryMap, exe: Option<&str>) -> Option<u8> {
 }
 
 fn describe(m: &MemoryMap) -> String {
-    let p = m.perms;
-    let perms = format!(
-        "{}{}{}{}",
-        if p.contains(MMPermissions::READ) {
-            'r'
-        } else {
-            '-'
-        },
-        if p.contains(MMPermissions::WRITE) {
-            'w'
-        } else {
-            '-'
-        },
-        if p.contains(MMPermissions::EXECUTE) {
-            'x'
-        } else {
-            '-'
-        },
-        if p.contains(MMPermissions::SHARED) {
-            's'
-        } else {
-            'p'
-        },
-    );
+    let perms = perms(m);
     match &m.pathname {
         MMapPath::Path(path) => format!("{:#x} {perms} {}", m.address.0, path.display()),
         MMapPath::Heap => format!("{:#x} {perms} [heap]", m.address.0),
@@ -200,21 +177,7 @@ pub fn scan(
         .finish()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     for rule in results.matching_rules() {
-        let mut category = "user".to_string();
-        let mut description = None;
-        for (key, value) in rule.metadata() {
-            if let MetaValue::String(s) = value {
-                match key {
-                    "category" => category = s.to_string(),
-                    "description" => description = Some(s.to_string()),
-                    _ => {}
-                }
-            }
-        }
-        let user = rule.namespace().starts_with("user");
-        if user {
-            category = "user".into();
-        }
+        let meta = crate::signatures::RuleMeta::of(&rule);
         let mut regions: Vec<String> = Vec::new();
         for pattern in rule.patterns() {
             for mat in pattern.matches() {
@@ -234,8 +197,8 @@ pub fn scan(
         out.matches.push(MemoryMatch {
             rule: rule.identifier().to_string(),
             namespace: rule.namespace().to_string(),
-            category,
-            description,
+            category: meta.category,
+            description: meta.description,
             regions,
         });
     }
