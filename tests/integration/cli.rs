@@ -449,11 +449,13 @@ fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
         "sh",
         &[
             "-c",
-            "(sleep 0.05 & exec sleep 60) & sleep 0.5; exec sleep 60",
+            "(sleep 0.05 & exec sleep 60) & sleep 3; exec sleep 60",
         ],
     );
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let report = crate::scan_pids(&[tree.pid()], &["--window", "1"]);
+    // The first sample comes well before the child's 3 s are up, even with
+    // minerwatch starting slowly on a loaded machine; the second after.
+    let report = crate::scan_pids(&[tree.pid()], &["--window", "5"]);
     assert!(
         report["coverage"]["vanished"].as_u64() >= Some(1),
         "{report}"
