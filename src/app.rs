@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cli::{AnalyzeArgs, Cli, Command, Format, OutputArgs, RulesCommand, ScanArgs};
+use crate::cli::{
+    AnalyzeArgs, Cli, Command, ConfigCommand, Format, OutputArgs, RulesCommand, ScanArgs,
+};
 use crate::judge::{self, Level, Policy, Report};
 use crate::observe::{self, files};
 use crate::report::{Json, Ndjson, Render, Text};
@@ -62,6 +64,28 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Scan(args) => scan(args),
         Command::Analyze(args) => analyze(args),
         Command::Rules(RulesCommand::Check { dir }) => rules_check(dir.as_deref()),
+        Command::Agent(args) => {
+            crate::agent::run(args.config.as_deref(), args.ticks)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Config(ConfigCommand::Check { config }) => {
+            let (_, files) = crate::agent::config::Config::load(config.as_deref())?;
+            let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            println!(
+                "config OK ({})",
+                if shown.is_empty() {
+                    "embedded defaults".to_string()
+                } else {
+                    shown.join(", ")
+                }
+            );
+            Ok(Outcome::Clean)
+        }
+        Command::Config(ConfigCommand::Show { config }) => {
+            let (c, _) = crate::agent::config::Config::load(config.as_deref())?;
+            print!("{}", c.to_toml());
+            Ok(Outcome::Clean)
+        }
     }
 }
 

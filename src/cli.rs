@@ -27,6 +27,36 @@ pub enum Command {
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run as an always-on service: scan every tick, send alerts to the outputs.
+    Agent(AgentArgs),
+    /// Check or show the agent's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The config file; conf.d/*.toml beside it is read too
+    /// [default: /etc/minerwatch/minerwatch.toml, optional].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stop after this many ticks (for trials; the service runs until SIGTERM).
+    #[arg(long, value_name = "N")]
+    pub ticks: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load the configuration and report the first problem (exit 2) or OK (exit 0).
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (defaults, file and conf.d merged).
+    Show {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -149,6 +149,10 @@ pub struct CpuFacts {
     pub children_ticks: u64,
     /// Per-thread use, busiest first; threads that used no CPU are left out.
     pub threads: Vec<ThreadCpu>,
+    /// Percent of a core in each of the agent's recent ticks, oldest first
+    /// (empty for a one-shot scan).
+    #[serde(default)]
+    pub history: Vec<f64>,
     /// False when the process started during the window (its figure covers less time).
     #[serde(default = "default_true")]
     pub whole_window: bool,

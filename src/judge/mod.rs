@@ -85,6 +85,8 @@ pub struct Policy {
     /// CPU (percent of one core, averaged over the window) from which a
     /// process counts as busy. A miner throttled to 25 % of a core must pass.
     pub busy_percent: f64,
+    /// Findings to suppress or cap (the agent's `[[allow]]`).
+    pub allow: Vec<crate::agent::config::AllowRule>,
 }
 
 impl Default for Policy {
@@ -92,6 +94,7 @@ impl Default for Policy {
         Policy {
             indicators: Indicators::embedded(),
             busy_percent: 20.0,
+            allow: Vec::new(),
         }
     }
 }
@@ -124,6 +127,9 @@ pub struct Finding {
     pub score: u32,
     pub process: ProcessSummary,
     pub signals: Vec<Signal>,
+    /// Set when an allow rule capped this finding: the rule's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<String>,
 }
 
 /// The process as a responder needs to find it again.
@@ -160,14 +166,24 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
             let mut signals = signals::detect(p, snapshot, policy);
             // Strongest evidence first; ties keep detection order.
             signals.sort_by_key(|s| std::cmp::Reverse(s.weight));
-            let (level, score) = verdict(&signals);
-            (level > Level::Clean).then(|| Finding {
+            let (mut level, score) = verdict(&signals);
+            let process = summary(p, snapshot);
+            let allowed = policy
+                .allow
+                .iter()
+                .find(|r| allows(r, p, &process))
+                .map(|r| {
+                    level = level.min(r.max_level);
+                    format!("{} (allow rule caps it at {})", r.reason, r.max_level)
+                });
+            (level > Level::Clean).then_some(Finding {
                 pid: p.pid,
                 start_time: p.start_time,
                 level,
                 score,
-                process: summary(p, snapshot),
+                process,
                 signals,
+                allowed,
             })
         })
         .collect();
@@ -219,6 +235,24 @@ fn summary(p: &ProcessFacts, snapshot: &HostSnapshot) -> ProcessSummary {
         ancestry: p.ancestry.clone(),
         exe_sha256,
     }
+}
+
+/// Whether an allow rule matches a process: every key it gives must match.
+fn allows(r: &crate::agent::config::AllowRule, p: &ProcessFacts, s: &ProcessSummary) -> bool {
+    let exe = p.exe.as_deref().filter(|e| !e.ends_with(" (deleted)"));
+    r.exe.as_deref().is_none_or(|want| exe == Some(want))
+        && r.sha256.as_deref().is_none_or(|want| {
+            s.exe_sha256
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(want))
+        })
+        && r.user
+            .as_deref()
+            .is_none_or(|want| p.user.as_deref() == Some(want))
+        && r.name.as_deref().is_none_or(|want| p.comm == want)
+        && r.container
+            .as_deref()
+            .is_none_or(|want| p.container.as_deref() == Some(want))
 }
 
 /// Combines one process's signals into a level and a score (0–100).

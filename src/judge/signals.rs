@@ -130,8 +130,28 @@ fn hiding(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
     }
 }
 
+/// Ticks of agent history from which a steady average counts.
+const STEADY_TICKS: usize = 6;
+
 fn cpu(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy, out: &mut Vec<Signal>) -> bool {
     if p.cpu.percent < policy.busy_percent {
+        // Quiet this tick, but busy on average over the agent's history: a
+        // miner that throttles in bursts.
+        let h = &p.cpu.history;
+        let mean = h.iter().sum::<f64>() / h.len().max(1) as f64;
+        if h.len() >= STEADY_TICKS && mean >= policy.busy_percent {
+            out.push(Signal::new(
+                "cpu.steady",
+                Strength::Weak,
+                Kind::Activity,
+                format!(
+                    "{mean:.0} % of a core on average over the last {} ticks ({:.0} % in this one)",
+                    h.len(),
+                    p.cpu.percent
+                ),
+            ));
+            return true;
+        }
         return false;
     }
     let busiest = p

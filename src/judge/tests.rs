@@ -645,3 +645,66 @@ fn hidden_busy_process_is_suspicious() {
     assert_eq!((level, score), (Level::Suspicious, 40), "{ids:?}");
     assert!(ids.contains(&"proc.hidden".to_string()));
 }
+
+#[test]
+fn allow_rules_cap_or_suppress_and_say_so() {
+    use crate::agent::config::AllowRule;
+    let mut s = load("monerod-regtest-mining");
+    s.processes[0].exe = Some("/usr/bin/monerod".into());
+    let rule = AllowRule {
+        exe: Some("/usr/bin/monerod".into()),
+        sha256: None,
+        user: None,
+        name: None,
+        container: None,
+        max_level: Level::Notice,
+        reason: "our own Monero node".into(),
+    };
+    let policy = Policy {
+        allow: vec![rule.clone()],
+        ..Policy::default()
+    };
+    let r = judge(&s, &policy);
+    assert_eq!(r.findings[0].level, Level::Notice);
+    assert!(
+        r.findings[0]
+            .allowed
+            .as_deref()
+            .is_some_and(|a| a.contains("our own Monero node"))
+    );
+    // Suppressed entirely at clean.
+    let policy = Policy {
+        allow: vec![AllowRule {
+            max_level: Level::Clean,
+            ..rule.clone()
+        }],
+        ..Policy::default()
+    };
+    assert!(judge(&s, &policy).findings.is_empty());
+    // A deleted executable at the allowed path is not the allowed program.
+    s.processes[0].exe = Some("/usr/bin/monerod (deleted)".into());
+    let policy = Policy {
+        allow: vec![rule],
+        ..Policy::default()
+    };
+    assert_eq!(judge(&s, &policy).findings[0].level, Level::Miner);
+}
+
+#[test]
+fn bursty_cpu_counts_through_agent_history() {
+    let mut p = plain(2.0);
+    p.memory = Some(MemoryFacts {
+        large_anon: vec![region(256 * MIB, "rw-p")],
+        exec_anon: vec![region(77_824, "rwxp")],
+        ..MemoryFacts::default()
+    });
+    p.cpu.history = vec![60.0, 0.0, 55.0, 0.0, 58.0, 2.0];
+    let (level, _, ids) = judge1(&with(p.clone()));
+    assert_eq!(level, Level::Miner, "{ids:?}");
+    assert!(
+        ids.contains(&"cpu.steady".to_string()) && ids.contains(&"rx.memory_layout".to_string())
+    );
+    // Too little history: no verdict on it.
+    p.cpu.history.truncate(3);
+    assert_eq!(judge1(&with(p)).0, Level::Notice);
+}

@@ -53,6 +53,14 @@ pub struct Options {
     pub ptrace: bool,
     /// Budget of one process's memory scan.
     pub memory_budget: memscan::Budget,
+    /// Run the host-wide checks (listings and brute force, leftovers,
+    /// persistence); the agent runs them every few minutes only.
+    pub host_checks: bool,
+    /// How long a candidate's rounding-mode and memory results stay valid
+    /// in a [`Cache`].
+    pub recheck: Duration,
+    /// Set to end the sampling window early (SIGTERM in the agent).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for Options {
@@ -65,6 +73,9 @@ impl Default for Options {
             memory: true,
             ptrace: true,
             memory_budget: memscan::Budget::default(),
+            host_checks: true,
+            recheck: Duration::from_secs(300),
+            stop: None,
         }
     }
 }
@@ -264,27 +275,40 @@ fn thread_ticks(p: &Process) -> Result<HashMap<i32, (u64, String)>, ProcError> {
 }
 
 /// The scan's cache of scanned files, keyed by content identity.
-struct BinaryCache<'r> {
+struct BinaryCache<'r, 'c> {
     scanner: FileScanner<'r>,
-    by_key: HashMap<FileKey, String>,
-    binaries: Vec<BinaryFacts>,
+    /// Every file scanned so far, this run or (for the agent) earlier ones.
+    known: &'c mut HashMap<FileKey, BinaryFacts>,
+    /// The files this run referred to, in order.
+    used: Vec<FileKey>,
     buf: Vec<u8>,
 }
 
-impl<'r> BinaryCache<'r> {
-    fn new(sigs: &'r Signatures) -> Self {
+impl<'r, 'c> BinaryCache<'r, 'c> {
+    fn new(sigs: &'r Signatures, known: &'c mut HashMap<FileKey, BinaryFacts>) -> Self {
         BinaryCache {
             scanner: sigs.scanner(),
-            by_key: HashMap::new(),
-            binaries: Vec::new(),
+            known,
+            used: Vec::new(),
             buf: Vec::new(),
         }
     }
 
-    /// Scans an opened file once per run and returns its id.
+    /// The files this run referred to.
+    fn binaries(&self) -> Vec<BinaryFacts> {
+        self.used
+            .iter()
+            .filter_map(|k| self.known.get(k).cloned())
+            .collect()
+    }
+
+    /// Scans an opened file once per content identity and returns its id.
     fn scan(&mut self, mut file: std::fs::File, key: FileKey, path: &str, owner: &str) -> String {
-        if let Some(id) = self.by_key.get(&key) {
-            return id.clone();
+        if !self.used.contains(&key) {
+            self.used.push(key);
+        }
+        if let Some(b) = self.known.get(&key) {
+            return b.id.clone();
         }
         let id = key.to_string();
         let mut facts = BinaryFacts {
@@ -310,8 +334,7 @@ impl<'r> BinaryCache<'r> {
                 }
             }
         }
-        self.by_key.insert(key, id.clone());
-        self.binaries.push(facts);
+        self.known.insert(key, facts);
         // Give back the memory of a large file at once.
         if self.buf.capacity() > 8 * 1024 * 1024 {
             self.buf = Vec::new();
@@ -320,8 +343,40 @@ impl<'r> BinaryCache<'r> {
     }
 }
 
-/// Observes the host.
+/// What the agent carries from one scan to the next, so that an unchanged
+/// host costs little: every binary scanned (by content identity), and the
+/// expensive checks of each candidate (by pid and start time).
+#[derive(Default)]
+pub struct Cache {
+    binaries: HashMap<FileKey, BinaryFacts>,
+    deep: HashMap<(i32, u64), Deep>,
+}
+
+/// The expensive checks of one process, and when they ran.
+struct Deep {
+    at: Instant,
+    fpu: Option<fpu::FpuFacts>,
+    memory_scan: Option<memscan::MemoryScan>,
+}
+
+impl Cache {
+    /// Binaries remembered.
+    pub fn binaries(&self) -> usize {
+        self.binaries.len()
+    }
+}
+
+/// Observes the host once.
 pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, ObserveError> {
+    observe_with(opts, sigs, &mut Cache::default())
+}
+
+/// Observes the host, reusing and refreshing `cache`.
+pub fn observe_with(
+    opts: &Options,
+    sigs: &Signatures,
+    store: &mut Cache,
+) -> Result<HostSnapshot, ObserveError> {
     let started_at = jiff::Timestamp::now().to_string();
     let clock_ticks = procfs::ticks_per_second().max(1);
     let mut gaps = Gaps::default();
@@ -330,10 +385,10 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
 
     // 1. The whole process table: scope and ancestry need every parent.
     // Host checks (listings, brute force, leftovers) run beside the window.
-    let host_job = {
+    let host_job = opts.host_checks.then(|| {
         let (root, proc_root) = (opts.root.clone(), opts.proc_root.clone());
         std::thread::spawn(move || host::observe_host(&root, &proc_root))
-    };
+    });
     // The raw getdents64 listing: an LD_PRELOAD rootkit hooks readdir.
     let listed = host::list_pids_raw(&opts.proc_root).map_err(|source| ObserveError::ProcList {
         path: opts.proc_root.clone(),
@@ -396,7 +451,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
     tracing::info!(processes = tracked.len(), "first CPU sample taken");
 
     // 3. Details, while the window runs.
-    let mut cache = BinaryCache::new(sigs);
+    let mut cache = BinaryCache::new(sigs, &mut store.binaries);
     let mut config_cache: HashMap<(u64, u64, String), Option<MinerConfig>> = HashMap::new();
     for t in &mut tracked {
         details(
@@ -412,20 +467,28 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
 
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
-        binaries = cache.binaries.len(),
+        binaries = cache.used.len(),
         "details read"
     );
 
     // 4. Second CPU sample at the end of the window.
-    if let Some(rest) = opts.window.checked_sub(t0.elapsed()) {
-        std::thread::sleep(rest);
+    while let Some(rest) = opts.window.checked_sub(t0.elapsed()) {
+        if opts
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            break;
+        }
+        std::thread::sleep(rest.min(Duration::from_millis(100)));
     }
     // Processes that started during the window (a build's next compiler, a
     // miner restarted by cron) are observed too, for the part they ran.
     // ...and those only the host checks found: hidden from listings.
-    let (host_facts, host_gaps) = match host_job.join() {
-        Ok(r) => r,
-        Err(_) => (
+    let (host_facts, host_gaps) = match host_job.map(|j| j.join()) {
+        None => (host::HostFacts::default(), Vec::new()),
+        Some(Ok(r)) => r,
+        Some(Err(_)) => (
             host::HostFacts::default(),
             vec![("host checks".to_string(), "panicked".to_string())],
         ),
@@ -542,6 +605,17 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
         if is_candidate(&t.facts) {
             scan_libraries(t, &users, &mut cache, &opts.proc_root, &mut gaps);
         }
+        // Checked recently (the agent): reuse, do not stop or read it again.
+        let key = (t.facts.pid, t.start_ticks);
+        if let Some(d) = store
+            .deep
+            .get(&key)
+            .filter(|d| d.at.elapsed() < opts.recheck)
+        {
+            t.facts.fpu = d.fpu.clone();
+            t.facts.memory_scan = d.memory_scan.clone();
+            continue;
+        }
         if opts.ptrace && is_fpu_candidate(&t.facts, !opts.pids.is_empty()) {
             let tids: Vec<i32> = t
                 .facts
@@ -594,6 +668,26 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
             }
         }
     }
+    let alive_keys: HashSet<(i32, u64)> =
+        alive.iter().map(|t| (t.facts.pid, t.start_ticks)).collect();
+    store.deep.retain(|k, _| alive_keys.contains(k));
+    for t in &alive {
+        let key = (t.facts.pid, t.start_ticks);
+        let stale = store
+            .deep
+            .get(&key)
+            .is_none_or(|d| d.at.elapsed() >= opts.recheck);
+        if (t.facts.fpu.is_some() || t.facts.memory_scan.is_some()) && stale {
+            store.deep.insert(
+                key,
+                Deep {
+                    at: Instant::now(),
+                    fpu: t.facts.fpu.clone(),
+                    memory_scan: t.facts.memory_scan.clone(),
+                },
+            );
+        }
+    }
     let parents: HashMap<i32, (i32, String)> = table
         .iter()
         .map(|(pid, s)| (*pid, (s.ppid, s.comm.clone())))
@@ -604,7 +698,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
 
     tracing::info!(
         after_window_ms = t0.elapsed().saturating_sub(opts.window).as_millis() as u64,
-        binaries = cache.binaries.len(),
+        binaries = cache.used.len(),
         "observation done"
     );
     let host_cpu = match (host0, host1) {
@@ -668,7 +762,7 @@ pub fn observe(opts: &Options, sigs: &Signatures) -> Result<HostSnapshot, Observ
         window_secs: (elapsed * 100.0).round() / 100.0,
         host_cpu,
         processes,
-        binaries: cache.binaries,
+        binaries: cache.binaries(),
         rules: sigs.info().clone(),
         scope: scope_pids,
         coverage: Coverage {
@@ -798,7 +892,7 @@ fn details(
     t: &mut Tracked,
     users: &HashMap<u32, User>,
     cid_re: Option<&Regex>,
-    cache: &mut BinaryCache<'_>,
+    cache: &mut BinaryCache<'_, '_>,
     config_cache: &mut HashMap<(u64, u64, String), Option<MinerConfig>>,
     proc_root: &Path,
     gaps: &mut Gaps,
@@ -1021,7 +1115,7 @@ fn connection(e: &procfs::net::TcpNetEntry) -> Connection {
 fn scan_libraries(
     t: &mut Tracked,
     users: &HashMap<u32, User>,
-    cache: &mut BinaryCache<'_>,
+    cache: &mut BinaryCache<'_, '_>,
     proc_root: &Path,
     gaps: &mut Gaps,
 ) {

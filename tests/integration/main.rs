@@ -11,6 +11,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent;
 mod benign;
 mod cli;
 mod host;

@@ -1,0 +1,264 @@
+//! Alert lifecycle: one alert when a process first reaches `suspicious` or
+//! `miner`, another only when its level rises, `resolved` when it exits; host
+//! findings alert once while they last; an event-rate cap counts what it drops.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::output::{Event, Severity};
+use crate::judge::{Finding, Level, Report};
+
+/// Alert state between ticks.
+#[derive(Debug)]
+pub struct Tracker {
+    /// Processes alerted on: (pid, start time) → (highest level sent, name).
+    alerted: HashMap<(i32, u64), (Level, String)>,
+    /// Host findings alerted on and still present: (id, evidence).
+    host: HashSet<(String, String)>,
+    /// When the events of the last minute were sent.
+    sent: VecDeque<Instant>,
+    max_per_minute: u32,
+    /// Events dropped by the rate cap since the start.
+    pub dropped: u64,
+}
+
+fn severity(level: Level) -> Severity {
+    match level {
+        Level::Miner => Severity::Alert,
+        Level::Suspicious => Severity::Warning,
+        Level::Notice => Severity::Notice,
+        Level::Clean => Severity::Info,
+    }
+}
+
+/// The one-line message of a process alert.
+fn message(f: &Finding) -> String {
+    let ids: Vec<&str> = f.signals.iter().take(4).map(|s| s.id.as_str()).collect();
+    format!(
+        "{}: pid {} {} ({}) score {}: {}",
+        f.level,
+        f.pid,
+        f.process.name,
+        f.process.exe.as_deref().unwrap_or("no executable"),
+        f.score,
+        ids.join(", ")
+    )
+}
+
+impl Tracker {
+    pub fn new(max_per_minute: u32) -> Self {
+        Tracker {
+            alerted: HashMap::new(),
+            host: HashSet::new(),
+            sent: VecDeque::new(),
+            max_per_minute,
+            dropped: 0,
+        }
+    }
+
+    /// Changes the rate cap (config reload).
+    pub fn set_cap(&mut self, max_per_minute: u32) {
+        self.max_per_minute = max_per_minute;
+    }
+
+    /// Whether the cap lets one more event out now.
+    fn admit(&mut self, now: Instant) -> bool {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= self.max_per_minute as usize {
+            self.dropped += 1;
+            false
+        } else {
+            self.sent.push_back(now);
+            true
+        }
+    }
+
+    /// The events one tick's report calls for. `alive` holds every process
+    /// observed this tick (pid, start time), judged clean or not.
+    pub fn update(
+        &mut self,
+        report: &Report,
+        alive: &HashSet<(i32, u64)>,
+        time: &str,
+        now: Instant,
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        let host = report.host.hostname.clone();
+        for f in report
+            .findings
+            .iter()
+            .filter(|f| f.level >= Level::Suspicious)
+        {
+            let key = (f.pid, f.start_time);
+            let previous = self.alerted.get(&key).map(|(l, _)| *l);
+            if previous.is_some_and(|p| p >= f.level) {
+                continue;
+            }
+            if !self.admit(now) {
+                continue;
+            }
+            self.alerted.insert(key, (f.level, f.process.name.clone()));
+            out.push(Event {
+                kind: "alert".into(),
+                severity: severity(f.level),
+                message: message(f),
+                body: json!({
+                    "schema": crate::judge::REPORT_SCHEMA,
+                    "type": "alert",
+                    "time": time,
+                    "host": host,
+                    "level": f.level,
+                    "previous_level": previous,
+                    "pid": f.pid,
+                    "start_time": f.start_time,
+                    "score": f.score,
+                    "process": f.process,
+                    "signals": f.signals,
+                    "allowed": f.allowed,
+                }),
+            });
+        }
+        let gone: Vec<(i32, u64)> = self
+            .alerted
+            .keys()
+            .filter(|k| !alive.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some((level, name)) = self.alerted.remove(&key) {
+                if !self.admit(now) {
+                    continue;
+                }
+                out.push(Event {
+                    kind: "resolved".into(),
+                    severity: Severity::Info,
+                    message: format!("resolved: pid {} {name} ({level}) has exited", key.0),
+                    body: json!({
+                        "schema": crate::judge::REPORT_SCHEMA,
+                        "type": "resolved",
+                        "time": time,
+                        "host": host,
+                        "pid": key.0,
+                        "start_time": key.1,
+                        "name": name,
+                        "last_level": level,
+                    }),
+                });
+            }
+        }
+        let present: HashSet<(String, String)> = report
+            .host_findings
+            .iter()
+            .filter(|h| h.level >= Level::Suspicious)
+            .map(|h| (h.id.clone(), h.evidence.clone()))
+            .collect();
+        for h in report
+            .host_findings
+            .iter()
+            .filter(|h| h.level >= Level::Suspicious)
+        {
+            let key = (h.id.clone(), h.evidence.clone());
+            if self.host.contains(&key) || !self.admit(now) {
+                continue;
+            }
+            self.host.insert(key);
+            out.push(Event {
+                kind: "alert".into(),
+                severity: severity(h.level),
+                message: format!("{} {}: {}", h.level, h.id, h.evidence),
+                body: json!({
+                    "schema": crate::judge::REPORT_SCHEMA,
+                    "type": "alert",
+                    "time": time,
+                    "host": host,
+                    "level": h.level,
+                    "host_finding": h,
+                }),
+            });
+        }
+        self.host.retain(|k| present.contains(k));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::{Policy, judge};
+    use crate::snapshot::HostSnapshot;
+
+    fn report(name: &str) -> Report {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/snapshots/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture");
+        let snap: HostSnapshot = serde_json::from_str(&text).expect("parse");
+        judge(&snap, &Policy::default())
+    }
+
+    fn key(r: &Report) -> HashSet<(i32, u64)> {
+        r.findings.iter().map(|f| (f.pid, f.start_time)).collect()
+    }
+
+    #[test]
+    fn alert_once_again_on_rise_and_resolved_on_exit() {
+        let mut t = Tracker::new(60);
+        let now = Instant::now();
+        let mut r = report("xmrig-light");
+        let alive = key(&r);
+        // First seen as suspicious.
+        r.findings[0].level = Level::Suspicious;
+        let e = t.update(&r, &alive, "t1", now);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, "alert");
+        assert_eq!(e[0].body["level"], "suspicious");
+        // Same level: nothing.
+        assert!(t.update(&r, &alive, "t2", now).is_empty());
+        // Rises to miner: one more, naming the previous level.
+        r.findings[0].level = Level::Miner;
+        let e = t.update(&r, &alive, "t3", now);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].body["previous_level"], "suspicious");
+        assert_eq!(e[0].severity, Severity::Alert);
+        assert!(e[0].message.starts_with("miner: pid"), "{}", e[0].message);
+        // Falls back: nothing.
+        r.findings[0].level = Level::Suspicious;
+        assert!(t.update(&r, &alive, "t4", now).is_empty());
+        // Exits: resolved.
+        r.findings.clear();
+        let e = t.update(&r, &HashSet::new(), "t5", now);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, "resolved");
+        assert_eq!(e[0].body["last_level"], "miner");
+        assert!(t.update(&r, &HashSet::new(), "t6", now).is_empty());
+    }
+
+    #[test]
+    fn rate_cap_drops_and_counts() {
+        let mut t = Tracker::new(2);
+        let now = Instant::now();
+        let base = report("xmrig-light");
+        let mut r = base.clone();
+        for i in 0..5 {
+            let mut f = base.findings[0].clone();
+            f.pid += i;
+            r.findings.push(f);
+        }
+        let alive = key(&r);
+        let e = t.update(&r, &alive, "t", now);
+        assert_eq!(e.len(), 2);
+        assert_eq!(t.dropped, 4);
+        // A minute later the cap has room again.
+        let e = t.update(&r, &alive, "t", now + Duration::from_secs(61));
+        assert_eq!(e.len(), 2);
+    }
+}
