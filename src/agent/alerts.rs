@@ -248,7 +248,7 @@ mod tests {
         let now = Instant::now();
         let base = report("xmrig-light");
         let mut r = base.clone();
-        for i in 0..5 {
+        for i in 1..=5 {
             let mut f = base.findings[0].clone();
             f.pid += i;
             r.findings.push(f);
