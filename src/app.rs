@@ -65,7 +65,26 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Analyze(args) => analyze(args),
         Command::Rules(RulesCommand::Check { dir }) => rules_check(dir.as_deref()),
         Command::Agent(args) => {
-            crate::agent::run(args.config.as_deref(), args.ticks)?;
+            let overrides = crate::agent::Overrides {
+                proc_root: args.proc_root,
+                root: args.root,
+            };
+            crate::agent::run(args.config.as_deref(), args.ticks, &overrides)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "minerwatch", &mut buf);
+            write_stdout(&buf)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            write_stdout(&buf)?;
             Ok(Outcome::Clean)
         }
         Command::Config(ConfigCommand::Check { config }) => {
@@ -86,6 +105,15 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             print!("{}", c.to_toml());
             Ok(Outcome::Clean)
         }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not a failure.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(anyhow!("writing to stdout: {e}")),
+        _ => Ok(()),
     }
 }
 

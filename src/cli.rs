@@ -32,6 +32,10 @@ pub enum Command {
     /// Check or show the agent's configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +47,13 @@ pub struct AgentArgs {
     /// Stop after this many ticks (for trials; the service runs until SIGTERM).
     #[arg(long, value_name = "N")]
     pub ticks: Option<u64>,
+    /// Where the host's procfs is (e.g. /host/proc in a Kubernetes pod);
+    /// overrides agent.proc_root.
+    #[arg(long, value_name = "DIR")]
+    pub proc_root: Option<PathBuf>,
+    /// The host's filesystem root (e.g. /host/root); overrides agent.root.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

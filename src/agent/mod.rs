@@ -199,9 +199,38 @@ fn reload(path: Option<PathBuf>, tx: mpsc::Sender<Reloaded>) {
     });
 }
 
+/// Command-line settings that win over the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub proc_root: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(p) = &self.proc_root {
+            config.agent.proc_root = p.clone();
+        }
+        if let Some(r) = &self.root {
+            config.agent.root = r.clone();
+        }
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT (or after `ticks` ticks).
-pub fn run(config_path: Option<&Path>, ticks: Option<u64>) -> Result<()> {
+pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides) -> Result<()> {
     let (mut config, files) = Config::load(config_path)?;
+    overrides.apply(&mut config);
+    for (flag, dir) in [
+        ("--proc-root", &config.agent.proc_root),
+        ("--root", &config.agent.root),
+    ] {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "{flag} '{}' is not a directory; give the directory the host's procfs (or root) is mounted on",
+            dir.display()
+        );
+    }
     for f in &files {
         tracing::info!("config {}", f.display());
     }
@@ -234,8 +263,9 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>) -> Result<()> {
         if let Ok(r) = rx.try_recv() {
             reloading = false;
             match r {
-                Reloaded::Ok(c, s) => match open_outputs(&c) {
+                Reloaded::Ok(mut c, s) => match open_outputs(&c) {
                     Ok(new_sinks) => {
+                        overrides.apply(&mut c);
                         config = *c;
                         sigs = *s;
                         sinks = new_sinks;

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use crate::support;
 use crate::BIN;
+use crate::support;
 
 #[test]
 fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
@@ -13,8 +13,11 @@ fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     std::fs::create_dir(d.join("rules")).expect("mkdir");
-    std::fs::write(d.join("rules/ok.yar"), "rule local_ok { strings: $a = \"minerwatch-agent-test\" condition: $a }\n")
-        .expect("write");
+    std::fs::write(
+        d.join("rules/ok.yar"),
+        "rule local_ok { strings: $a = \"minerwatch-agent-test\" condition: $a }\n",
+    )
+    .expect("write");
     let events = d.join("events.ndjson");
     let config = d.join("minerwatch.toml");
     std::fs::write(
@@ -27,8 +30,17 @@ fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
         ),
     )
     .expect("write config");
-    let check = Command::new(BIN).args(["config", "check", "--config"]).arg(&config).output().expect("run");
-    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     let script = format!(
         r#"set -u
@@ -60,7 +72,16 @@ echo "stop_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
         worker = support::rxworker_bin().display(),
     );
     let out = Command::new("timeout")
-        .args(["180", "unshare", "--pid", "--fork", "--mount-proc", "bash", "-c", &script])
+        .args([
+            "180",
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "bash",
+            "-c",
+            &script,
+        ])
         .output()
         .expect("unshare bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -80,17 +101,44 @@ echo "stop_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
 
     // Exactly one alert for the worker, as a miner (it may pass through
     // suspicious first while its CPU history builds up).
-    let alerts: Vec<&serde_json::Value> =
-        lines.iter().filter(|e| e["type"] == "alert" && e["pid"] == worker).collect();
+    let alerts: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|e| e["type"] == "alert" && e["pid"] == worker)
+        .collect();
     assert!(!alerts.is_empty() && alerts.len() <= 2, "{context}");
-    assert_eq!(alerts.last().map(|a| a["level"].clone()), Some(serde_json::json!("miner")), "{context}");
-    assert!(lines.iter().any(|e| e["type"] == "resolved" && e["pid"] == worker && e["last_level"] == "miner"), "{context}");
-    let hb = lines.iter().find(|e| e["type"] == "heartbeat").expect("heartbeat");
-    for k in ["processes", "tick_ms", "cpu_percent", "rss_kib", "rules_hash", "dropped_events"] {
+    assert_eq!(
+        alerts.last().map(|a| a["level"].clone()),
+        Some(serde_json::json!("miner")),
+        "{context}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["type"] == "resolved" && e["pid"] == worker && e["last_level"] == "miner"),
+        "{context}"
+    );
+    let hb = lines
+        .iter()
+        .find(|e| e["type"] == "heartbeat")
+        .expect("heartbeat");
+    for k in [
+        "processes",
+        "tick_ms",
+        "cpu_percent",
+        "rss_kib",
+        "rules_hash",
+        "dropped_events",
+    ] {
         assert!(!hb[k].is_null(), "heartbeat.{k}: {hb}");
     }
-    let err = lines.iter().find(|e| e["type"] == "rules_error").expect("rules_error");
-    assert!(err["error"].as_str().is_some_and(|e| e.contains("bad.yar")), "{err}");
+    let err = lines
+        .iter()
+        .find(|e| e["type"] == "rules_error")
+        .expect("rules_error");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("bad.yar")),
+        "{err}"
+    );
     assert!(stdout.contains("alive after bad rules"), "{context}");
     assert!(stdout.contains("agent_exit=0"), "{context}");
     let stop_ms: u64 = stdout
@@ -101,7 +149,11 @@ echo "stop_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
     assert!(stop_ms < 1000, "SIGTERM took {stop_ms} ms: {context}");
     // The event file is private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&events).expect("events").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&events)
+        .expect("events")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 }
 
@@ -110,14 +162,31 @@ fn config_check_and_show_report_problems_and_the_effective_config() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[agent]\ntick_seconds = 5\n").expect("write");
-    let out = Command::new(BIN).args(["config", "check", "--config"]).arg(&bad).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("tick_seconds") && e.contains("bad.toml"), "{e}");
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[agent]\ntick_secs = 7\n[[allow]]\nexe = \"/usr/bin/monerod\"\nreason = \"node\"\n").expect("write");
-    let out = Command::new(BIN).args(["config", "show", "--config"]).arg(&good).output().expect("run");
+    std::fs::write(
+        &good,
+        "[agent]\ntick_secs = 7\n[[allow]]\nexe = \"/usr/bin/monerod\"\nreason = \"node\"\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["config", "show", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(0));
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("tick_secs = 7.0") && shown.contains("heartbeat_secs = 300") && shown.contains("/usr/bin/monerod"), "{shown}");
+    assert!(
+        shown.contains("tick_secs = 7.0")
+            && shown.contains("heartbeat_secs = 300")
+            && shown.contains("/usr/bin/monerod"),
+        "{shown}"
+    );
 }

@@ -549,3 +549,24 @@ fn hostile_command_lines_cannot_forge_text_output() {
     );
     assert!(text.contains("\\nverdict: clean\\x1b[2J"), "{text}");
 }
+
+#[test]
+fn man_page_and_completions_come_from_the_cli() {
+    let man = minerwatch(&["man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        text.contains(".TH minerwatch 1") && text.contains("agent") && text.contains("analyze"),
+        "{text}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = minerwatch(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("fail-on"),
+            "{shell}"
+        );
+    }
+    let out = minerwatch(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
