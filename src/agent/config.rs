@@ -45,8 +45,11 @@ pub struct AgentConfig {
     pub cpu_budget_percent: f64,
     /// Seconds between host-wide checks (hidden processes, leftovers, persistence).
     pub host_check_secs: u64,
-    /// Extra yara rules directory, reloaded on SIGHUP.
+    /// Extra yara rules directory, reloaded on change and on SIGHUP.
     pub rules_dir: Option<PathBuf>,
+    /// Directories whose new or changed executable files are scanned at once
+    /// (under `root`).
+    pub watch_dirs: Vec<PathBuf>,
     pub proc_root: PathBuf,
     pub root: PathBuf,
 }
@@ -60,6 +63,10 @@ impl Default for AgentConfig {
             cpu_budget_percent: 5.0,
             host_check_secs: 300,
             rules_dir: None,
+            watch_dirs: ["/tmp", "/var/tmp", "/dev/shm"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
             proc_root: PathBuf::from("/proc"),
             root: PathBuf::from("/"),
         }

@@ -9,12 +9,14 @@
 //! config off the main loop and keeps the last good ones; SIGTERM and SIGINT
 //! stop within a second; systemd is told READY, WATCHDOG and STOPPING.
 //!
-//! Limits: drop-directory watching (inotify) is not here yet; rules and
-//! config reload on SIGHUP only.
+//! New executables in drop directories are scanned the moment they land
+//! ([`watch`]); a change to the rules directory or the config file reloads
+//! them like SIGHUP does.
 
 pub mod alerts;
 pub mod config;
 pub mod output;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -160,16 +162,6 @@ fn parse_addr(s: &str) -> Result<std::net::SocketAddr> {
         .with_context(|| format!("syslog address '{s}': give IP:PORT, e.g. 127.0.0.1:514"))
 }
 
-fn send(sinks: &mut [Box<dyn Sink>], events: &[Event]) {
-    for e in events {
-        for s in sinks.iter_mut() {
-            if let Err(err) = s.send(e) {
-                tracing::warn!(output = %s.name(), "cannot send event: {err}");
-            }
-        }
-    }
-}
-
 fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -234,13 +226,36 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     for f in &files {
         tracing::info!("config {}", f.display());
     }
-    let mut sigs = Signatures::load(config.agent.rules_dir.as_deref())?;
+    let sigs = Signatures::load(config.agent.rules_dir.as_deref())?;
     for f in sigs.files() {
         if let Some(e) = &f.error {
             tracing::warn!("skipped rule file: {e}");
         }
     }
-    let mut sinks = open_outputs(&config)?;
+    let shared = Arc::new(watch::Shared {
+        sigs: std::sync::RwLock::new(Arc::new(sigs)),
+        sinks: std::sync::Mutex::new(open_outputs(&config)?),
+        reload: AtomicBool::new(false),
+        dropped: std::sync::atomic::AtomicU64::new(0),
+        max_per_minute: std::sync::atomic::AtomicU64::new(u64::from(
+            config.agent.max_events_per_minute,
+        )),
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+    });
+    let send = |events: &[Event]| watch::send(&shared, events);
+    let drop_dirs: Vec<PathBuf> = config
+        .agent
+        .watch_dirs
+        .iter()
+        .map(|d| config.agent.root.join(d.strip_prefix("/").unwrap_or(d)))
+        .collect();
+    let reload_on = watch::ReloadOn {
+        rules_dir: config.agent.rules_dir.clone(),
+        config_files: files.clone(),
+    };
+    let _watching = watch::start(&drop_dirs, reload_on, shared.clone())
+        .map_err(|e| tracing::warn!("cannot watch drop directories: {e}"))
+        .ok();
     install_signal_handlers();
     be_nice();
     let stop = Arc::new(AtomicBool::new(false));
@@ -256,7 +271,9 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     let cpu_at_start = self_usage().0;
 
     while !STOP.load(Ordering::Relaxed) {
-        if RELOAD.swap(false, Ordering::Relaxed) && !reloading {
+        let asked =
+            RELOAD.swap(false, Ordering::Relaxed) | shared.reload.swap(false, Ordering::Relaxed);
+        if asked && !reloading {
             reloading = true;
             reload(config_path.map(Path::to_path_buf), tx.clone());
         }
@@ -267,15 +284,25 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
                     Ok(new_sinks) => {
                         overrides.apply(&mut c);
                         config = *c;
-                        sigs = *s;
-                        sinks = new_sinks;
+                        match shared.sigs.write() {
+                            Ok(mut g) => *g = Arc::from(s),
+                            Err(p) => *p.into_inner() = Arc::from(s),
+                        }
+                        match shared.sinks.lock() {
+                            Ok(mut g) => *g = new_sinks,
+                            Err(p) => *p.into_inner() = new_sinks,
+                        }
+                        shared.max_per_minute.store(
+                            u64::from(config.agent.max_events_per_minute),
+                            Ordering::Relaxed,
+                        );
                         cache = Cache::default();
                         tracker.set_cap(config.agent.max_events_per_minute);
                         tracing::info!("config and rules reloaded");
                     }
-                    Err(e) => send(&mut sinks, &[reload_failed(&format!("{e:#}"))]),
+                    Err(e) => send(&[reload_failed(&format!("{e:#}"))]),
                 },
-                Reloaded::Failed(e) => send(&mut sinks, &[reload_failed(&e)]),
+                Reloaded::Failed(e) => send(&[reload_failed(&e)]),
             }
         }
         let host_checks = last_host_check
@@ -303,6 +330,10 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
                 }
                 stop.store(true, Ordering::Relaxed);
             })
+        };
+        let sigs = match shared.sigs.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
         };
         let observed = observe::observe_with(&opts, &sigs, &mut cache);
         stop.store(true, Ordering::Relaxed);
@@ -343,7 +374,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
         };
         let report = judge::judge(&snap, &policy);
         let events = tracker.update(&report, &alive, &now(), Instant::now());
-        send(&mut sinks, &events);
+        send(&events);
         tick += 1;
         let last_tick_ms = tick_start.elapsed().as_millis() as u64;
         if tick == 1 {
@@ -367,20 +398,17 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
                 "rss_kib": rss,
                 "rules_hash": sigs.info().hash,
                 "binaries_cached": cache.binaries(),
-                "dropped_events": tracker.dropped,
+                "dropped_events": tracker.dropped + shared.dropped.load(Ordering::Relaxed),
             });
-            send(
-                &mut sinks,
-                &[Event {
-                    kind: "heartbeat".into(),
-                    severity: Severity::Info,
-                    message: format!(
-                        "heartbeat: {processes_seen} processes, tick {last_tick_ms} ms, {} events dropped",
-                        tracker.dropped
-                    ),
-                    body: hb,
-                }],
-            );
+            send(&[Event {
+                kind: "heartbeat".into(),
+                severity: Severity::Info,
+                message: format!(
+                    "heartbeat: {processes_seen} processes, tick {last_tick_ms} ms, {} events dropped",
+                    tracker.dropped + shared.dropped.load(Ordering::Relaxed)
+                ),
+                body: hb,
+            }]);
         }
         if ticks.is_some_and(|n| tick >= n) {
             break;

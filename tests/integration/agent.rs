@@ -13,6 +13,7 @@ fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     std::fs::create_dir(d.join("rules")).expect("mkdir");
+    std::fs::create_dir(d.join("drop")).expect("mkdir");
     std::fs::write(
         d.join("rules/ok.yar"),
         "rule local_ok { strings: $a = \"minerwatch-agent-test\" condition: $a }\n",
@@ -23,9 +24,10 @@ fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ntick_secs = 1\nheartbeat_secs = 2\nhost_check_secs = 3600\ncpu_budget_percent = 100\nrules_dir = \"{}\"\n\n\
-             [[output]]\nkind = \"file\"\npath = \"{}\"\n",
+            "[agent]\ntick_secs = 1\nheartbeat_secs = 2\nhost_check_secs = 3600\ncpu_budget_percent = 100\nrules_dir = \"{}\"\n\
+             watch_dirs = [\"{}\"]\n\n[[output]]\nkind = \"file\"\npath = \"{}\"\n",
             d.join("rules").display(),
+            d.join("drop").display(),
             events.display()
         ),
     )
@@ -49,6 +51,10 @@ wait_for() {{ for i in $(seq 600); do grep -q "$1" "$ev" 2>/dev/null && return 0
 {bin} agent --config {cfg} 2>{dir}/agent.err &
 A=$!
 wait_for '"heartbeat"'
+mkfifo {dir}/drop/pipe
+cp /usr/lib/x86_64-linux-gnu/librandomx.so.0 {dir}/drop/kdevtmpfsi
+chmod +x {dir}/drop/kdevtmpfsi
+wait_for '"path":"{dir}/drop/kdevtmpfsi"'
 {worker} --mode light --seconds 60 > /dev/null &
 W=$!
 echo "worker=$W"

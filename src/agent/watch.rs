@@ -1,0 +1,219 @@
+//! Drop-directory watching: a file that lands (or changes) in /tmp, /var/tmp,
+//! /dev/shm or a configured directory is scanned at once, so a miner binary
+//! is reported when it lands, before it runs. The rules directory and the
+//! config file are watched too: a change there asks for a reload.
+//!
+//! Never blocks on a FIFO or a device (only regular files are opened, with
+//! O_NONBLOCK and O_NOFOLLOW) and reads at most the binary cap of a file.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use serde_json::json;
+
+use super::output::{Event, Severity, Sink};
+use crate::observe::files;
+use crate::signatures::{FileContext, Signatures};
+
+/// What the watcher needs from the agent.
+pub struct Shared {
+    pub sigs: RwLock<Arc<Signatures>>,
+    pub sinks: Mutex<Vec<Box<dyn Sink>>>,
+    pub reload: AtomicBool,
+    pub dropped: AtomicU64,
+    pub max_per_minute: AtomicU64,
+    pub hostname: String,
+}
+
+/// Sends events to every sink.
+pub fn send(shared: &Shared, events: &[Event]) {
+    let mut sinks = match shared.sinks.lock() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    for e in events {
+        for s in sinks.iter_mut() {
+            if let Err(err) = s.send(e) {
+                tracing::warn!(output = %s.name(), "cannot send event: {err}");
+            }
+        }
+    }
+}
+
+/// Keeps the inotify watches alive; dropping it stops watching.
+pub struct Watching {
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// What asks for a reload when it changes.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadOn {
+    /// Any file in this directory (the rules).
+    pub rules_dir: Option<PathBuf>,
+    /// These files (the config and its conf.d files).
+    pub config_files: Vec<PathBuf>,
+}
+
+impl ReloadOn {
+    fn matches(&self, path: &Path) -> bool {
+        self.rules_dir
+            .as_deref()
+            .is_some_and(|d| path.parent() == Some(d))
+            || self.config_files.iter().any(|f| f == path)
+    }
+
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.rules_dir.iter().cloned().collect();
+        for f in &self.config_files {
+            if let Some(p) = f.parent().filter(|p| !dirs.iter().any(|d| d == p)) {
+                dirs.push(p.to_path_buf());
+            }
+        }
+        dirs
+    }
+}
+
+/// Starts watching `drop_dirs` (scan new files) and what `reload` names (ask
+/// for a reload). Directories that do not exist are skipped with a warning.
+pub fn start(
+    drop_dirs: &[PathBuf],
+    reload: ReloadOn,
+    shared: Arc<Shared>,
+) -> notify::Result<Watching> {
+    let (tx, rx) = mpsc::channel::<notify::Event>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let _ = tx.send(ev);
+        }
+    })?;
+    let drops: Vec<PathBuf> = drop_dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+    for d in drop_dirs.iter().filter(|d| !d.is_dir()) {
+        tracing::warn!("watch dir {} does not exist; not watched", d.display());
+    }
+    for d in &drops {
+        watcher.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    for p in reload.dirs().iter().filter(|p| p.is_dir()) {
+        watcher.watch(p, RecursiveMode::NonRecursive)?;
+    }
+    std::thread::spawn(move || handle(rx, &drops, &reload, &shared));
+    Ok(Watching { _watcher: watcher })
+}
+
+fn handle(
+    rx: mpsc::Receiver<notify::Event>,
+    drops: &[PathBuf],
+    reload: &ReloadOn,
+    shared: &Shared,
+) {
+    let mut seen: HashSet<files::FileKey> = HashSet::new();
+    let mut sent: Vec<Instant> = Vec::new();
+    let mut buf = Vec::new();
+    while let Ok(ev) = rx.recv() {
+        let interesting = matches!(
+            ev.kind,
+            EventKind::Create(_)
+                | EventKind::Modify(_)
+                | EventKind::Access(notify::event::AccessKind::Close(
+                    notify::event::AccessMode::Write
+                ))
+        );
+        if !interesting {
+            continue;
+        }
+        for path in &ev.paths {
+            if reload.matches(path) {
+                shared.reload.store(true, Ordering::Relaxed);
+                continue;
+            }
+            if !drops.iter().any(|d| path.parent() == Some(d.as_path())) {
+                continue;
+            }
+            if let Some(event) = scan(path, shared, &mut seen, &mut buf) {
+                sent.retain(|t| t.elapsed() < Duration::from_secs(60));
+                if sent.len() as u64 >= shared.max_per_minute.load(Ordering::Relaxed) {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                sent.push(Instant::now());
+                send(shared, &[event]);
+            }
+        }
+    }
+}
+
+/// Scans one landed file; an event when the rules match it.
+fn scan(
+    path: &Path,
+    shared: &Shared,
+    seen: &mut HashSet<files::FileKey>,
+    buf: &mut Vec<u8>,
+) -> Option<Event> {
+    use std::os::unix::fs::MetadataExt;
+    let (mut file, key) = files::open_regular(path, true).ok()?;
+    let meta = file.metadata().ok()?;
+    if key.size == 0 || !seen.insert(key) {
+        return None;
+    }
+    let truncated = files::read_capped(&mut file, files::MAX_BINARY_BYTES, buf).ok()?;
+    let executable = meta.mode() & 0o111 != 0 || buf.starts_with(b"\x7fELF");
+    if !executable {
+        seen.remove(&key);
+        return None;
+    }
+    let sigs = match shared.sigs.read() {
+        Ok(s) => s.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let shown = path.to_string_lossy().into_owned();
+    let matches = sigs
+        .scanner()
+        .scan(
+            buf,
+            &FileContext {
+                path: &shown,
+                owner: &meta.uid().to_string(),
+            },
+        )
+        .ok()?;
+    if matches.is_empty() {
+        return None;
+    }
+    use sha2::{Digest, Sha256};
+    let sha256: String = Sha256::digest(&buf[..])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let rules: Vec<String> = matches
+        .iter()
+        .map(|m| format!("{} ({})", m.rule, m.category))
+        .collect();
+    Some(Event {
+        kind: "alert".into(),
+        severity: Severity::Warning,
+        message: format!(
+            "suspicious: file {shown} landed and matches {}",
+            rules.join(", ")
+        ),
+        body: json!({
+            "schema": crate::judge::REPORT_SCHEMA,
+            "type": "alert",
+            "time": jiff::Timestamp::now().to_string(),
+            "host": shared.hostname,
+            "level": "suspicious",
+            "file": {
+                "path": shown,
+                "size": key.size,
+                "sha256": sha256,
+                "truncated": truncated,
+                "uid": meta.uid(),
+                "mode": format!("{:o}", meta.mode() & 0o7777),
+                "matches": matches,
+            },
+        }),
+    })
+}
