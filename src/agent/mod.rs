@@ -271,9 +271,11 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     let cpu_at_start = self_usage().0;
 
     while !STOP.load(Ordering::Relaxed) {
-        let asked =
-            RELOAD.swap(false, Ordering::Relaxed) | shared.reload.swap(false, Ordering::Relaxed);
-        if asked && !reloading {
+        // A request that comes while a reload runs waits for the next one.
+        if !reloading
+            && (RELOAD.swap(false, Ordering::Relaxed)
+                | shared.reload.swap(false, Ordering::Relaxed))
+        {
             reloading = true;
             reload(config_path.map(Path::to_path_buf), tx.clone());
         }
