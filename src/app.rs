@@ -366,7 +366,7 @@ impl Drop for PendingFile {
 
 /// A whole-host scan holds a directory handle per process; lift the soft
 /// limit on open files to the hard one so thousands of processes fit.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

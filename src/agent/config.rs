@@ -210,11 +210,15 @@ impl Config {
         let mut outputs = Vec::new();
         let mut allow = Vec::new();
         for f in &files {
-            let (bytes, truncated) = crate::observe::files::read_regular(f, MAX_CONFIG_BYTES, true)
-                .map_err(|source| ConfigError::Read {
-                    path: f.clone(),
-                    source,
-                })?;
+            // The admin names these files (a Kubernetes ConfigMap mounts them
+            // as symlinks): follow a symlink, but read only a regular file.
+            let (bytes, truncated) =
+                crate::observe::files::read_regular(f, MAX_CONFIG_BYTES, false).map_err(
+                    |source| ConfigError::Read {
+                        path: f.clone(),
+                        source,
+                    },
+                )?;
             if truncated {
                 return Err(invalid(f, "larger than 1 MiB"));
             }

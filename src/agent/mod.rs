@@ -258,6 +258,8 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
         .ok();
     install_signal_handlers();
     be_nice();
+    // Every observed process holds a directory handle during a tick.
+    crate::app::raise_fd_limit();
     let stop = Arc::new(AtomicBool::new(false));
     let mut cache = Cache::default();
     let mut tracker = alerts::Tracker::new(config.agent.max_events_per_minute);
@@ -421,9 +423,15 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
         let budget = config.agent.cpu_budget_percent / 100.0;
         let extra = used / budget - wall;
         if extra > 0.0 {
-            let until = Instant::now() + Duration::from_secs_f64(extra.min(60.0));
+            // Keep systemd's watchdog fed while we sleep off a heavy tick.
+            let until = Instant::now() + Duration::from_secs_f64(extra.min(30.0));
+            let mut fed = Instant::now();
             while Instant::now() < until && !STOP.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
+                if fed.elapsed() >= Duration::from_secs(5) {
+                    sd_notify("WATCHDOG=1");
+                    fed = Instant::now();
+                }
             }
         }
     }
