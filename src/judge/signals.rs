@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Policy;
+use crate::observe::memory::{RANDOMX_CACHE, RANDOMX_DATASET};
 use crate::snapshot::{BinaryFacts, HostSnapshot, ProcessFacts, Region, RuleMatch};
 
 /// How much a signal proves on its own.
@@ -72,10 +73,6 @@ impl Signal {
 const MIB: u64 = 1024 * 1024;
 /// XMRig maps the fast-mode dataset as exactly this many bytes.
 pub const XMRIG_DATASET_BYTES: u64 = 0x8200_0000;
-/// A RandomX dataset, alone or merged by the kernel with the cache next to it.
-const DATASET_RANGE: std::ops::RangeInclusive<u64> = (2080 * MIB)..=(2080 * MIB + 272 * MIB);
-/// A RandomX cache (256 MiB), alone or with a little neighbouring memory.
-const CACHE_RANGE: std::ops::RangeInclusive<u64> = (256 * MIB)..=(264 * MIB);
 
 /// All signals for one process.
 pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Signal> {
@@ -204,8 +201,11 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
     let dataset = m
         .large_anon
         .iter()
-        .find(|r| DATASET_RANGE.contains(&r.size));
-    let cache = m.large_anon.iter().find(|r| CACHE_RANGE.contains(&r.size));
+        .find(|r| RANDOMX_DATASET.contains(&r.size));
+    let cache = m
+        .large_anon
+        .iter()
+        .find(|r| RANDOMX_CACHE.contains(&r.size));
     let rx_region = dataset
         .map(|r| {
             let exact = if r.size == XMRIG_DATASET_BYTES {

@@ -850,19 +850,19 @@ fn is_fpu_candidate(f: &ProcessFacts, scoped: bool) -> bool {
         .memory
         .as_ref()
         .is_some_and(|m| !m.exec_anon.is_empty() || rx_sized(m));
-    let hiding = f
-        .exe
-        .as_deref()
-        .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"))
-        || f.cmdline.first().is_some_and(|a| a.starts_with('['));
+    let hiding = exe_gone(f) || f.cmdline.first().is_some_and(|a| a.starts_with('['));
     shaped || hiding || scoped
 }
 
 fn rx_sized(m: &MemoryFacts) -> bool {
-    m.large_anon.iter().any(|r| {
-        let mib = r.size >> 20;
-        (256..=264).contains(&mib) || (2080..=2352).contains(&mib)
-    })
+    m.large_anon.iter().any(|r| memory::randomx_sized(r.size))
+}
+
+/// Its executable is deleted or lives only in memory (memfd).
+fn exe_gone(f: &ProcessFacts) -> bool {
+    f.exe
+        .as_deref()
+        .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"))
 }
 
 /// Memory read by all memory scans of one run together.
@@ -873,12 +873,8 @@ fn is_memory_candidate(f: &ProcessFacts) -> bool {
     if f.kernel_thread {
         return false;
     }
-    let exe_hidden = f
-        .exe
-        .as_deref()
-        .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"));
     let rx_shaped = f.memory.as_ref().is_some_and(rx_sized);
-    f.cpu.percent >= CANDIDATE_CPU_PERCENT || rx_shaped || exe_hidden
+    f.cpu.percent >= CANDIDATE_CPU_PERCENT || rx_shaped || exe_gone(f)
 }
 
 fn is_candidate(f: &ProcessFacts) -> bool {
