@@ -260,11 +260,12 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     be_nice();
     // Every observed process holds a directory handle during a tick.
     crate::app::raise_fd_limit();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut cache = Cache::default();
     let mut tracker = alerts::Tracker::new(config.agent.max_events_per_minute);
     let mut history: HashMap<(i32, u64), VecDeque<f64>> = HashMap::new();
     let mut last_host_check: Option<Instant> = None;
+    let mut policy = Policy::default();
+    let mut budget = Budget::new(config.agent.cpu_budget_percent);
     let mut last_heartbeat = Instant::now();
     let (tx, rx) = mpsc::channel();
     let mut reloading = false;
@@ -320,29 +321,17 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
             ptrace: config.scan.ptrace,
             host_checks,
             recheck: Duration::from_secs(config.scan.recheck_secs),
-            stop: Some(stop.clone()),
+            stop: Some(&STOP),
             ..observe::Options::default()
         };
         let tick_start = Instant::now();
         let cpu0 = self_usage().0;
-        // The window is interruptible: mirror the signal into its flag.
-        let watcher = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !STOP.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                stop.store(true, Ordering::Relaxed);
-            })
-        };
         let sigs = match shared.sigs.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         };
+        // The window ends early on SIGTERM/SIGINT.
         let observed = observe::observe_with(&opts, &sigs, &mut cache);
-        stop.store(true, Ordering::Relaxed);
-        let _ = watcher.join();
-        stop.store(false, Ordering::Relaxed);
         if STOP.load(Ordering::Relaxed) {
             break;
         }
@@ -372,10 +361,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
             p.cpu.history = h.iter().copied().collect();
         }
         let processes_seen = snap.processes.len();
-        let policy = Policy {
-            allow: config.allow.clone(),
-            ..Policy::default()
-        };
+        policy.allow.clone_from(&config.allow);
         let report = judge::judge(&snap, &policy);
         let events = tracker.update(&report, &alive, &now(), Instant::now());
         send(&events);
@@ -417,14 +403,13 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
         if ticks.is_some_and(|n| tick >= n) {
             break;
         }
-        // The CPU budget: sleep in proportion to the work done (as yr --cpu-limit).
-        let used = self_usage().0.saturating_sub(cpu0).as_secs_f64();
-        let wall = tick_start.elapsed().as_secs_f64();
-        let budget = config.agent.cpu_budget_percent / 100.0;
-        let extra = used / budget - wall;
-        if extra > 0.0 {
+        // The CPU budget: sleep off what the tick used beyond it.
+        budget.percent = config.agent.cpu_budget_percent;
+        let used = self_usage().0.saturating_sub(cpu0);
+        let pause = budget.charge(used, tick_start.elapsed());
+        if !pause.is_zero() {
             // Keep systemd's watchdog fed while we sleep off a heavy tick.
-            let until = Instant::now() + Duration::from_secs_f64(extra.min(30.0));
+            let until = Instant::now() + pause;
             let mut fed = Instant::now();
             while Instant::now() < until && !STOP.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
@@ -437,6 +422,86 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     }
     sd_notify("STOPPING=1");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+    use std::time::Duration;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn one_heavy_tick_is_covered_by_the_burst() {
+        let mut b = Budget::new(5.0);
+        assert_eq!(b.charge(secs(1.5), secs(5.0)), Duration::ZERO);
+    }
+
+    #[test]
+    fn sustained_overuse_sleeps_to_the_budget() {
+        let mut b = Budget::new(5.0);
+        // A tick of 5 s wall that used 1 s CPU, over and over: after the
+        // burst is gone each tick must be stretched to 20 s of wall time.
+        let mut wall = 0.0;
+        let mut cpu = 0.0;
+        for _ in 0..200 {
+            let pause = b.charge(secs(1.0), secs(5.0)).as_secs_f64();
+            wall += 5.0 + pause;
+            cpu += 1.0;
+        }
+        let mean = cpu / wall * 100.0;
+        assert!((4.5..=5.5).contains(&mean), "mean CPU {mean:.2} %");
+    }
+
+    #[test]
+    fn a_pause_is_capped() {
+        let mut b = Budget::new(1.0);
+        let pause = b.charge(secs(100.0), secs(1.0));
+        assert_eq!(pause, secs(Budget::MAX_PAUSE));
+    }
+}
+
+/// The agent's CPU budget, as a bucket: it fills at `percent` of a core of
+/// wall time up to [`Budget::BURST`] of CPU time, and each tick takes out the
+/// CPU time it used. Only an empty bucket makes the agent sleep, for as long
+/// as refilling takes: the mean stays within the budget over minutes, while
+/// one heavy tick (a suspect's memory scan, the host checks) costs no
+/// detection latency.
+#[derive(Debug, Clone)]
+struct Budget {
+    percent: f64,
+    /// CPU seconds we may still use; negative when overdrawn.
+    credit: f64,
+}
+
+impl Budget {
+    /// CPU time the bucket holds at most.
+    const BURST: f64 = 2.0;
+    /// Longest single sleep (the watchdog is fed meanwhile).
+    const MAX_PAUSE: f64 = 30.0;
+
+    fn new(percent: f64) -> Self {
+        Budget {
+            percent,
+            credit: Self::BURST,
+        }
+    }
+
+    /// Takes out `used` CPU time after `wall` time; returns how long to sleep.
+    fn charge(&mut self, used: Duration, wall: Duration) -> Duration {
+        let rate = self.percent / 100.0;
+        self.credit = (self.credit + wall.as_secs_f64() * rate).min(Self::BURST);
+        self.credit -= used.as_secs_f64();
+        if self.credit >= 0.0 {
+            return Duration::ZERO;
+        }
+        let pause = (-self.credit / rate).min(Self::MAX_PAUSE);
+        // The sleep refills the bucket.
+        self.credit += pause * rate;
+        Duration::from_secs_f64(pause)
+    }
 }
 
 fn reload_failed(error: &str) -> Event {

@@ -60,7 +60,7 @@ pub struct Options {
     /// in a [`Cache`].
     pub recheck: Duration,
     /// Set to end the sampling window early (SIGTERM in the agent).
-    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub stop: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Options {
@@ -190,6 +190,12 @@ fn self_ticks(proc_root: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A container id: 64 hex digits.
+fn container_re() -> Option<&'static Regex> {
+    static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new("[0-9a-f]{64}").ok()).as_ref()
+}
+
 /// Container id (64 hex digits) from /proc/PID/cgroup paths.
 fn container_id(paths: &[String], re: &Regex) -> Option<String> {
     paths
@@ -208,29 +214,137 @@ struct Tracked {
     exec_files: Vec<memory::ExecFile>,
     exe_key: Option<FileKey>,
     socket_inodes: Vec<u64>,
+    /// Network namespace (`identifier:device`), read when it has sockets.
+    net_ns: Option<String>,
     zombie: bool,
     /// Observed since the first sample (false: started during the window).
     whole_window: bool,
+    /// Its [`fingerprint`] at the first sample.
+    fingerprint: Fingerprint,
+    /// When its details were read; `None`: not yet (or reused, see `Known`).
+    read_at: Option<Instant>,
+    /// Per-thread ticks at the end of the window.
+    threads1: HashMap<i32, u64>,
+}
+
+/// Fields of `stat` that move whenever a process runs or its memory changes:
+/// CPU ticks, page faults, sizes, threads.
+type Fingerprint = [u64; 7];
+
+fn fingerprint(s: &Stat) -> Fingerprint {
+    [
+        s.utime,
+        s.stime,
+        s.minflt,
+        s.majflt,
+        s.vsize,
+        s.rss,
+        u64::try_from(s.num_threads).unwrap_or(0),
+    ]
+}
+
+/// What the agent remembers of a process from the previous tick, so that an
+/// idle process costs two `stat` reads a tick: its details (identity, memory
+/// layout, sockets, binary, configs) while its [`Fingerprint`] holds, and its
+/// per-thread ticks while its CPU ticks do not move.
+struct Known {
+    fingerprint: Fingerprint,
+    read_at: Instant,
+    details: Details,
+    /// utime+stime and per-thread ticks at the end of the last window.
+    ticks: u64,
+    threads: HashMap<i32, u64>,
+}
+
+/// Everything [`details`] reads.
+struct Details {
+    uid: u32,
+    user: Option<String>,
+    cmdline: Vec<String>,
+    exe: Option<String>,
+    cwd: Option<String>,
+    container: Option<String>,
+    memory: Option<MemoryFacts>,
+    exe_binary: Option<String>,
+    configs: Vec<MinerConfig>,
+    exec_files: Vec<memory::ExecFile>,
+    exe_key: Option<FileKey>,
+    socket_inodes: Vec<u64>,
+    net_ns: Option<String>,
+}
+
+impl Details {
+    fn of(t: &Tracked) -> Self {
+        let f = &t.facts;
+        Details {
+            uid: f.uid,
+            user: f.user.clone(),
+            cmdline: f.cmdline.clone(),
+            exe: f.exe.clone(),
+            cwd: f.cwd.clone(),
+            container: f.container.clone(),
+            memory: f.memory.clone(),
+            exe_binary: f.exe_binary.clone(),
+            configs: f.configs.clone(),
+            exec_files: t.exec_files.clone(),
+            exe_key: t.exe_key,
+            socket_inodes: t.socket_inodes.clone(),
+            net_ns: t.net_ns.clone(),
+        }
+    }
+
+    fn restore(&self, t: &mut Tracked) {
+        let f = &mut t.facts;
+        f.uid = self.uid;
+        f.user.clone_from(&self.user);
+        f.cmdline.clone_from(&self.cmdline);
+        f.exe.clone_from(&self.exe);
+        f.cwd.clone_from(&self.cwd);
+        f.container.clone_from(&self.container);
+        f.memory.clone_from(&self.memory);
+        f.exe_binary.clone_from(&self.exe_binary);
+        f.configs.clone_from(&self.configs);
+        t.exec_files.clone_from(&self.exec_files);
+        t.exe_key = self.exe_key;
+        t.socket_inodes.clone_from(&self.socket_inodes);
+        t.net_ns.clone_from(&self.net_ns);
+    }
+}
+
+/// How long remembered details of an idle process are trusted: 30 to 60 s,
+/// spread by pid so that the re-reads do not all fall on one tick.
+fn refresh_after(pid: i32) -> Duration {
+    Duration::from_secs(30 + u64::from(pid.unsigned_abs() % 31))
 }
 
 /// Starts tracking a process: its identity and first CPU sample. A process
 /// first seen after the window began counts its CPU from its start.
-fn track(p: Process, stat: &Stat, whole_window: bool, gaps: &mut Gaps) -> Tracked {
+fn track(
+    p: Process,
+    stat: &Stat,
+    whole_window: bool,
+    known: Option<&Known>,
+    gaps: &mut Gaps,
+) -> Tracked {
     let pid = p.pid;
-    let threads0 = if whole_window {
-        match thread_ticks(&p) {
-            Ok(t) => t
-                .into_iter()
-                .map(|(tid, (ticks, _))| (tid, ticks))
-                .collect(),
-            Err(e) => {
-                gaps.record(Some(pid), "task list", &e);
-                HashMap::new()
+    let threads0 =
+        if let Some(k) = known.filter(|k| whole_window && k.ticks == stat.utime + stat.stime) {
+            // No thread has run since the last window ended.
+            k.threads.clone()
+        } else if whole_window {
+            match thread_ticks(&p) {
+                Ok(t) => t
+                    .into_iter()
+                    .map(|(tid, (ticks, _))| (tid, ticks))
+                    .collect(),
+                Err(e) => {
+                    gaps.record(Some(pid), "task list", &e);
+                    HashMap::new()
+                }
             }
-        }
-    } else {
-        HashMap::new()
-    };
+        } else {
+            HashMap::new()
+        };
     let facts = ProcessFacts {
         pid,
         start_time: stat.starttime,
@@ -254,13 +368,17 @@ fn track(p: Process, stat: &Stat, whole_window: bool, gaps: &mut Gaps) -> Tracke
         } else {
             0
         },
+        threads1: threads0.clone(),
         threads0,
         facts,
         exec_files: Vec::new(),
         exe_key: None,
         socket_inodes: Vec::new(),
+        net_ns: None,
         zombie: stat.state == 'Z' || stat.state == 'X',
         whole_window,
+        fingerprint: fingerprint(stat),
+        read_at: None,
     }
 }
 
@@ -276,7 +394,9 @@ fn thread_ticks(p: &Process) -> Result<HashMap<i32, (u64, String)>, ProcError> {
 
 /// The scan's cache of scanned files, keyed by content identity.
 struct BinaryCache<'r, 'c> {
-    scanner: FileScanner<'r>,
+    sigs: &'r Signatures,
+    /// Made on the first file to scan: an unchanged host needs none.
+    scanner: Option<FileScanner<'r>>,
     /// Every file scanned so far, this run or (for the agent) earlier ones.
     known: &'c mut HashMap<FileKey, BinaryFacts>,
     /// The files this run referred to, in order.
@@ -287,7 +407,8 @@ struct BinaryCache<'r, 'c> {
 impl<'r, 'c> BinaryCache<'r, 'c> {
     fn new(sigs: &'r Signatures, known: &'c mut HashMap<FileKey, BinaryFacts>) -> Self {
         BinaryCache {
-            scanner: sigs.scanner(),
+            sigs,
+            scanner: None,
             known,
             used: Vec::new(),
             buf: Vec::new(),
@@ -300,6 +421,13 @@ impl<'r, 'c> BinaryCache<'r, 'c> {
             .iter()
             .filter_map(|k| self.known.get(k).cloned())
             .collect()
+    }
+
+    /// Records that this run refers to a file scanned on an earlier run.
+    fn touch(&mut self, key: FileKey) {
+        if self.known.contains_key(&key) && !self.used.contains(&key) {
+            self.used.push(key);
+        }
     }
 
     /// Scans an opened file once per content identity and returns its id.
@@ -328,7 +456,8 @@ impl<'r, 'c> BinaryCache<'r, 'c> {
                         .map(|b| format!("{b:02x}"))
                         .collect(),
                 );
-                match self.scanner.scan(&self.buf, &FileContext { path, owner }) {
+                let scanner = self.scanner.get_or_insert_with(|| self.sigs.scanner());
+                match scanner.scan(&self.buf, &FileContext { path, owner }) {
                     Ok(m) => facts.matches = m,
                     Err(e) => facts.error = Some(format!("scan: {e}")),
                 }
@@ -350,6 +479,7 @@ impl<'r, 'c> BinaryCache<'r, 'c> {
 pub struct Cache {
     binaries: HashMap<FileKey, BinaryFacts>,
     deep: HashMap<(i32, u64), Deep>,
+    known: HashMap<(i32, u64), Known>,
 }
 
 /// The expensive checks of one process, and when they ran.
@@ -381,7 +511,7 @@ pub fn observe_with(
     let clock_ticks = procfs::ticks_per_second().max(1);
     let mut gaps = Gaps::default();
     let users = read_users();
-    let cid_re = Regex::new("[0-9a-f]{64}").ok();
+    let cid_re = container_re();
 
     // 1. The whole process table: scope and ancestry need every parent.
     // Host checks (listings, brute force, leftovers) run beside the window.
@@ -444,7 +574,8 @@ pub fn observe_with(
         let (Some(p), Some(stat)) = (handles.remove(pid), table.get(pid)) else {
             continue;
         };
-        tracked.push(track(p, stat, true, &mut gaps));
+        let known = store.known.get(&(*pid, stat.starttime));
+        tracked.push(track(p, stat, true, known, &mut gaps));
     }
     drop(handles);
 
@@ -453,21 +584,38 @@ pub fn observe_with(
     // 3. Details, while the window runs.
     let mut cache = BinaryCache::new(sigs, &mut store.binaries);
     let mut config_cache: HashMap<(u64, u64, String), Option<MinerConfig>> = HashMap::new();
+    let mut reused = 0usize;
     for t in &mut tracked {
+        let pid = t.facts.pid;
+        // Idle since its details were read (the agent): reuse them.
+        if let Some(k) = store
+            .known
+            .get(&(pid, t.start_ticks))
+            .filter(|k| k.fingerprint == t.fingerprint && k.read_at.elapsed() < refresh_after(pid))
+        {
+            k.details.restore(t);
+            if let Some(key) = t.exe_key {
+                cache.touch(key);
+            }
+            reused += 1;
+            continue;
+        }
         details(
             t,
             &users,
-            cid_re.as_ref(),
+            cid_re,
             &mut cache,
             &mut config_cache,
             &opts.proc_root,
             &mut gaps,
         );
+        t.read_at = Some(Instant::now());
     }
 
     tracing::info!(
         elapsed_ms = t0.elapsed().as_millis() as u64,
         binaries = cache.used.len(),
+        reused,
         "details read"
     );
 
@@ -530,11 +678,12 @@ pub fn observe_with(
             {
                 continue;
             }
-            let mut t = track(p, &stat, false, &mut gaps);
+            let mut t = track(p, &stat, false, None, &mut gaps);
+            t.read_at = Some(Instant::now());
             details(
                 &mut t,
                 &users,
-                cid_re.as_ref(),
+                cid_re,
                 &mut cache,
                 &mut config_cache,
                 &opts.proc_root,
@@ -561,7 +710,10 @@ pub fn observe_with(
                 t.facts.cpu.percent = ticks as f64 * per_tick;
                 t.facts.cpu.whole_window = t.whole_window;
                 t.facts.threads = u64::try_from(s.num_threads).unwrap_or(t.facts.threads);
-                if let Ok(threads1) = thread_ticks(&t.process) {
+                // No tick spent: no thread ran, nothing to read per thread.
+                let idle = ticks == 0 && t.whole_window;
+                if let Some(threads1) = (!idle).then(|| thread_ticks(&t.process).ok()).flatten() {
+                    t.threads1 = threads1.iter().map(|(tid, (n, _))| (*tid, *n)).collect();
                     let mut threads: Vec<ThreadCpu> = threads1
                         .into_iter()
                         .filter_map(|(tid, (ticks1, name))| {
@@ -671,6 +823,26 @@ pub fn observe_with(
     let alive_keys: HashSet<(i32, u64)> =
         alive.iter().map(|t| (t.facts.pid, t.start_ticks)).collect();
     store.deep.retain(|k, _| alive_keys.contains(k));
+    let mut known = HashMap::with_capacity(alive.len());
+    for t in &alive {
+        let key = (t.facts.pid, t.start_ticks);
+        let read_at = match (t.read_at, store.known.remove(&key)) {
+            (Some(at), _) => at,
+            (None, Some(k)) => k.read_at,
+            (None, None) => continue,
+        };
+        known.insert(
+            key,
+            Known {
+                fingerprint: t.fingerprint,
+                read_at,
+                details: Details::of(t),
+                ticks: t.ticks0 + t.facts.cpu.ticks,
+                threads: t.threads1.clone(),
+            },
+        );
+    }
+    store.known = known;
     for t in &alive {
         let key = (t.facts.pid, t.start_ticks);
         let stale = store
@@ -1045,16 +1217,22 @@ fn connections(tracked: &mut [Tracked], gaps: &mut Gaps) {
             continue;
         }
         let pid = t.facts.pid;
-        let ns = match t.process.namespaces() {
-            Ok(n) => {
-                n.0.get(std::ffi::OsStr::new("net"))
-                    .map(|n| format!("{}:{}", n.identifier, n.device_id))
-                    .unwrap_or_default()
-            }
-            Err(e) => {
-                gaps.record(Some(pid), "net namespace", &e);
-                continue;
-            }
+        let ns = match &t.net_ns {
+            Some(ns) => ns.clone(),
+            None => match t.process.namespaces() {
+                Ok(n) => {
+                    let ns =
+                        n.0.get(std::ffi::OsStr::new("net"))
+                            .map(|n| format!("{}:{}", n.identifier, n.device_id))
+                            .unwrap_or_default();
+                    t.net_ns = Some(ns.clone());
+                    ns
+                }
+                Err(e) => {
+                    gaps.record(Some(pid), "net namespace", &e);
+                    continue;
+                }
+            },
         };
         if !tables.contains_key(&ns) {
             let mut table = HashMap::new();
