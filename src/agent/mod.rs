@@ -34,6 +34,12 @@ use crate::signatures::Signatures;
 use config::{Config, OutputConfig};
 use output::{Event, Severity, Sink};
 
+/// The host checks' pid brute force covers the whole pid range once every
+/// this many host checks (an hour at the default 300 s), besides every pid
+/// allocated since the previous check: with pid_max 4194304 (systemd's
+/// default) a full sweep costs about a third of a second of CPU.
+const PID_SWEEP_SLICES: u32 = 12;
+
 /// Ticks of CPU history kept per process.
 const HISTORY: usize = 24;
 
@@ -240,7 +246,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
         max_per_minute: std::sync::atomic::AtomicU64::new(u64::from(
             config.agent.max_events_per_minute,
         )),
-        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        hostname: observe::host_name(&config.agent.root),
     });
     let send = |events: &[Event]| watch::send(&shared, events);
     let drop_dirs: Vec<PathBuf> = config
@@ -321,6 +327,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
             ptrace: config.scan.ptrace,
             host_checks,
             recheck: Duration::from_secs(config.scan.recheck_secs),
+            pid_sweep_slices: PID_SWEEP_SLICES,
             stop: Some(&STOP),
             ..observe::Options::default()
         };

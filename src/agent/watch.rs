@@ -64,6 +64,13 @@ impl ReloadOn {
             .as_deref()
             .is_some_and(|d| path.parent() == Some(d))
             || self.config_files.iter().any(|f| f == path)
+            // A Kubernetes ConfigMap volume updates its files by swapping its
+            // `..data` symlink: the files themselves see no event.
+            || path.file_name() == Some(std::ffi::OsStr::new("..data"))
+                && self
+                    .config_files
+                    .iter()
+                    .any(|f| f.parent() == path.parent())
     }
 
     fn dirs(&self) -> Vec<PathBuf> {
@@ -216,4 +223,27 @@ fn scan(
             },
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reloads_on_rules_config_files_and_a_configmap_swap() {
+        let on = ReloadOn {
+            rules_dir: Some(PathBuf::from("/etc/minerwatch/rules.d")),
+            config_files: vec![
+                PathBuf::from("/etc/minerwatch/minerwatch.toml"),
+                PathBuf::from("/etc/minerwatch/conf.d/10-site.toml"),
+            ],
+        };
+        assert!(on.matches(Path::new("/etc/minerwatch/rules.d/new.yar")));
+        assert!(on.matches(Path::new("/etc/minerwatch/minerwatch.toml")));
+        assert!(on.matches(Path::new("/etc/minerwatch/conf.d/10-site.toml")));
+        assert!(on.matches(Path::new("/etc/minerwatch/..data")));
+        assert!(!on.matches(Path::new("/etc/minerwatch/other.toml")));
+        assert!(!on.matches(Path::new("/tmp/..data")));
+        assert!(!on.matches(Path::new("/etc/minerwatch/rules.d/sub/x.yar")));
+    }
 }

@@ -84,6 +84,117 @@ pub struct HostFacts {
     pub sysctl: Vec<SysctlSetting>,
     /// Persistence entries that look like they launch a miner.
     pub persistence: Vec<PersistenceEntry>,
+    /// What the pid brute force probed.
+    pub pid_sweep: PidSweep,
+}
+
+/// Which pids the brute force asks about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sweep {
+    /// All of 1..=pid_max (a scan).
+    #[default]
+    Full,
+    /// The agent, every few minutes: the pids allocated since `last_pid`
+    /// (the namespace's last allocated pid, from `/proc/loadavg`, at the
+    /// previous sweep; when `None`, every pid up to the current last one),
+    /// one of `slices` slices of 1..=pid_max starting at `cursor` (so the
+    /// whole range is covered every `slices` sweeps), and `also` (pids found
+    /// hidden before). A process hidden after the agent started got its pid
+    /// from the allocator since the previous sweep: the first part finds it
+    /// at once; the slices are the backstop.
+    Rolling {
+        last_pid: Option<i32>,
+        cursor: i32,
+        slices: u32,
+        also: Vec<i32>,
+    },
+}
+
+/// What one brute-force sweep probed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PidSweep {
+    /// Inclusive pid ranges probed.
+    pub ranges: Vec<(i32, i32)>,
+    /// Single pids probed besides (found hidden before).
+    pub pids: Vec<i32>,
+    pub pid_max: i32,
+    /// The last allocated pid (`/proc/loadavg`) read before probing.
+    pub last_pid: Option<i32>,
+    /// Where the next rolling slice starts.
+    pub next_slice: i32,
+}
+
+impl PidSweep {
+    /// Whether the brute force asked about `pid`.
+    pub fn probed(&self, pid: i32) -> bool {
+        self.ranges.iter().any(|&(a, b)| (a..=b).contains(&pid)) || self.pids.contains(&pid)
+    }
+
+    /// Pids probed in all.
+    pub fn count(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|&(a, b)| u64::try_from(i64::from(b) - i64::from(a) + 1).unwrap_or(0))
+            .sum::<u64>()
+            + self.pids.len() as u64
+    }
+}
+
+/// The ranges a sweep probes and where the next slice starts. Pure.
+fn plan_sweep(sweep: &Sweep, pid_max: i32, now_last: Option<i32>) -> (Vec<(i32, i32)>, i32) {
+    let pid_max = pid_max.max(1);
+    let Sweep::Rolling {
+        last_pid,
+        cursor,
+        slices,
+        ..
+    } = sweep
+    else {
+        return (vec![(1, pid_max)], 1);
+    };
+    let Some(now) = now_last.map(|n| n.clamp(1, pid_max)) else {
+        // Without the allocator's position only the whole range is sure.
+        return (vec![(1, pid_max)], 1);
+    };
+    let mut ranges = Vec::new();
+    match last_pid.map(|p| p.clamp(0, pid_max)) {
+        None => ranges.push((1, now)),
+        Some(prev) if prev <= now => ranges.push((prev + 1, now)),
+        // The allocator wrapped around pid_max since.
+        Some(prev) => {
+            ranges.push((prev + 1, pid_max));
+            ranges.push((1, now));
+        }
+    }
+    let len = (i64::from(pid_max) + i64::from((*slices).max(1)) - 1) / i64::from((*slices).max(1));
+    let start = if (1..=pid_max).contains(cursor) {
+        *cursor
+    } else {
+        1
+    };
+    let end =
+        i32::try_from((i64::from(start) + len - 1).min(i64::from(pid_max))).unwrap_or(pid_max);
+    ranges.push((start, end));
+    let next = if end >= pid_max { 1 } else { end + 1 };
+    // Sorted, without empty or overlapping ranges.
+    ranges.retain(|(a, b)| a <= b);
+    ranges.sort_unstable();
+    let mut merged: Vec<(i32, i32)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    (merged, next)
+}
+
+/// The last pid the kernel allocated in our pid namespace: the fifth field
+/// of `/proc/loadavg` ("0.07 0.15 1.08 1/88 29261").
+fn last_allocated_pid(proc_fd: Option<&OwnedFd>) -> Option<i32> {
+    let text = read_value_at(proc_fd?, "loadavg")?;
+    text.split_whitespace().nth(4)?.parse().ok()
 }
 
 /// A process that exists but some listing did not show.
@@ -271,6 +382,16 @@ pub fn brute_force_pids(proc_root: &Path) -> Vec<i32> {
 /// for every pid the syscalls deny (catches a rootkit that hooks kill and
 /// getpgid in the kernel; ~4 s for pid_max 4194304 on 2 cores).
 pub fn brute_force_pids_with(proc_root: &Path, stat_sweep: bool) -> Vec<i32> {
+    brute_force_sweep(proc_root, stat_sweep, &Sweep::Full).0
+}
+
+/// The brute force over what `sweep` names: the pids found (thread-group
+/// leaders) and what was probed.
+pub fn brute_force_sweep(
+    proc_root: &Path,
+    stat_sweep: bool,
+    sweep: &Sweep,
+) -> (Vec<i32>, PidSweep) {
     let proc_fd = open_dir_path(proc_root).ok();
     let pid_max = proc_fd
         .as_ref()
@@ -278,8 +399,32 @@ pub fn brute_force_pids_with(proc_root: &Path, stat_sweep: bool) -> Vec<i32> {
         .and_then(|v| v.trim().parse::<i32>().ok())
         .map_or(PID_MAX_LIMIT, |v| v.clamp(1, PID_MAX_LIMIT));
     let probe = Probe::for_proc(proc_fd.as_ref(), stat_sweep);
-    let found = scan_pid_range(proc_fd.as_ref(), probe, 1, pid_max);
-    found
+    // /proc/loadavg tells the allocator of *our* namespace: of no use for a
+    // procfs of another one.
+    let last_pid = if probe == Probe::Stat {
+        None
+    } else {
+        last_allocated_pid(proc_fd.as_ref())
+    };
+    let (ranges, next_slice) = plan_sweep(sweep, pid_max, last_pid);
+    let mut found = Vec::new();
+    for &(a, b) in &ranges {
+        found.extend(scan_pid_range(proc_fd.as_ref(), probe, a, b));
+    }
+    let mut singles = Vec::new();
+    if let Sweep::Rolling { also, .. } = sweep {
+        for &pid in also {
+            if !ranges.iter().any(|&(a, b)| (a..=b).contains(&pid)) {
+                singles.push(pid);
+                if pid_exists(proc_fd.as_ref(), probe, pid) {
+                    found.push(pid);
+                }
+            }
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    let found = found
         .into_iter()
         .filter(|&pid| {
             proc_fd
@@ -287,7 +432,17 @@ pub fn brute_force_pids_with(proc_root: &Path, stat_sweep: bool) -> Vec<i32> {
                 .and_then(|fd| thread_group_leader(fd, pid))
                 .unwrap_or(true)
         })
-        .collect()
+        .collect();
+    (
+        found,
+        PidSweep {
+            ranges,
+            pids: singles,
+            pid_max,
+            last_pid,
+            next_slice,
+        },
+    )
 }
 
 /// Compares the three listings: every pid missing from at least one of them.
@@ -319,13 +474,22 @@ pub fn hidden_pids(raw: &[i32], readdir: &[i32], brute: &[i32]) -> Vec<HiddenPid
 /// `/proc` (they describe minerwatch itself). Returns the facts and the
 /// coverage gaps as (what, error).
 pub fn observe_host(root: &Path, proc_root: &Path) -> (HostFacts, Vec<(String, String)>) {
+    observe_host_with(root, proc_root, &Sweep::Full)
+}
+
+/// [`observe_host`] with the brute force limited to what `sweep` names.
+pub fn observe_host_with(
+    root: &Path,
+    proc_root: &Path,
+    sweep: &Sweep,
+) -> (HostFacts, Vec<(String, String)>) {
     let mut gaps = Gaps::default();
     let mut facts = HostFacts::default();
     let root_tree = Tree::open(root, &mut gaps);
     let proc_tree = Tree::open(proc_root, &mut gaps);
 
     std::thread::scope(|scope| {
-        let brute = scope.spawn(|| brute_force_pids(proc_root));
+        let brute = scope.spawn(|| brute_force_sweep(proc_root, false, sweep));
 
         facts.ld_so_preload = read_ld_so_preload(&root_tree, &mut gaps);
         facts.hugepages = read_hugepages(&proc_tree, &mut gaps);
@@ -359,9 +523,27 @@ pub fn observe_host(root: &Path, proc_root: &Path) -> (HostFacts, Vec<(String, S
         let readdir = list_pids_readdir(proc_root).map_err(|e| {
             gaps.add(format!("{} (readdir)", proc_root.display()), e.to_string());
         });
-        let brute = brute.join().map_err(|_| {
-            gaps.add("pid brute force", "worker thread panicked");
-        });
+        let brute = match brute.join() {
+            Ok((found, swept)) => {
+                // Outside what was probed the brute force has no say: count
+                // the listings' pids as seen by it, so that only a listing
+                // that misses a pid can make it a candidate there.
+                let mut found = found;
+                if swept.count() < u64::try_from(swept.pid_max).unwrap_or(0) {
+                    for list in [raw.as_ref(), readdir.as_ref()].into_iter().flatten() {
+                        found.extend(list.iter().copied().filter(|&p| !swept.probed(p)));
+                    }
+                    found.sort_unstable();
+                    found.dedup();
+                }
+                facts.pid_sweep = swept;
+                Ok(found)
+            }
+            Err(_) => {
+                gaps.add("pid brute force", "worker thread panicked");
+                Err(())
+            }
+        };
         // SAFETY: geteuid cannot fail.
         let root_user = unsafe { libc::geteuid() } == 0;
         match (raw, readdir, brute) {
@@ -615,6 +797,27 @@ fn read_self(facts: &mut HostFacts, proc_root: &Path, gaps: &mut Gaps) {
             }
         }
         Err(e) => gaps.add("/proc/self/mountinfo", e.to_string()),
+    }
+    // The host's mounts, as its init sees them. Ours may differ: a service
+    // with its own mount namespace and a fresh /proc (systemd's
+    // ProtectKernelTunables=) never sees a mount made over /proc/PID after
+    // it started.
+    let init_mountinfo = proc_root.join("1").join("mountinfo");
+    match crate::observe::files::read_regular(&init_mountinfo, SELF_CAP as u64, true) {
+        Ok((data, _)) => {
+            let (mounts, _, _) = parse_mountinfo(
+                &String::from_utf8_lossy(&data),
+                &proc_root.to_string_lossy(),
+            );
+            for m in mounts {
+                if !facts.proc_pid_mounts.contains(&m) {
+                    facts.proc_pid_mounts.push(m);
+                }
+            }
+        }
+        // Not ours to read (no CAP_SYS_PTRACE): our own view has to do.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => gaps.add(init_mountinfo.display().to_string(), e.to_string()),
     }
     match read_at(&self_fd, b"maps", SELF_CAP, false) {
         Ok(f) => {
@@ -2189,6 +2392,98 @@ mod tests {
     /// readdir64 and skips the entry named by `$MW_HIDE_PID` (the technique of
     /// libprocesshider, without its /proc check).
     pub const HIDER_C: &str = include_str!("../../tests/support/hider.c");
+
+    // ---- rolling pid sweeps ----------------------------------------------
+
+    fn rolling(last_pid: Option<i32>, cursor: i32, slices: u32) -> Sweep {
+        Sweep::Rolling {
+            last_pid,
+            cursor,
+            slices,
+            also: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sweep_plans() {
+        assert_eq!(
+            plan_sweep(&Sweep::Full, 32768, Some(500)),
+            (vec![(1, 32768)], 1)
+        );
+        // First rolling sweep: everything allocated so far, and a slice.
+        assert_eq!(
+            plan_sweep(&rolling(None, 1, 4), 1000, Some(300)),
+            (vec![(1, 300)], 251)
+        );
+        // Then: what was allocated since, and the next slice.
+        assert_eq!(
+            plan_sweep(&rolling(Some(300), 251, 4), 1000, Some(320)),
+            (vec![(251, 500)], 501)
+        );
+        assert_eq!(
+            plan_sweep(&rolling(Some(320), 751, 4), 1000, Some(330)),
+            (vec![(321, 330), (751, 1000)], 1)
+        );
+        // The allocator wrapped around pid_max.
+        assert_eq!(
+            plan_sweep(&rolling(Some(990), 1, 4), 1000, Some(310)),
+            (vec![(1, 310), (991, 1000)], 251)
+        );
+        // Nothing allocated since.
+        assert_eq!(
+            plan_sweep(&rolling(Some(330), 501, 4), 1000, Some(330)),
+            (vec![(501, 750)], 751)
+        );
+        // No allocator position: the whole range.
+        assert_eq!(
+            plan_sweep(&rolling(Some(330), 501, 4), 1000, None),
+            (vec![(1, 1000)], 1)
+        );
+    }
+
+    #[test]
+    fn rolling_slices_cover_the_whole_range() {
+        let mut covered = vec![false; 1001];
+        let mut cursor = 1;
+        for _ in 0..7 {
+            let (ranges, next) = plan_sweep(&rolling(Some(5), cursor, 7), 1000, Some(5));
+            for (a, b) in ranges {
+                for p in a..=b {
+                    covered[p as usize] = true;
+                }
+            }
+            cursor = next;
+        }
+        assert!(covered[1..].iter().all(|c| *c));
+        assert_eq!(cursor, 1);
+    }
+
+    #[test]
+    fn a_rolling_sweep_finds_a_process_started_since_the_last_one() {
+        let proc_fd = open_dir_path(Path::new("/proc")).ok();
+        let before = last_allocated_pid(proc_fd.as_ref()).expect("/proc/loadavg");
+        let kid = Kid::sleep();
+        let pid_max = read_value_at(proc_fd.as_ref().expect("/proc"), "sys/kernel/pid_max")
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .expect("pid_max");
+        // The slice sits at the very end of the range, away from the kid.
+        let sweep = rolling(Some(before), pid_max, 1_000_000);
+        let (found, swept) = brute_force_sweep(Path::new("/proc"), false, &sweep);
+        assert!(found.contains(&kid.pid()), "{swept:?}");
+        assert!(swept.probed(kid.pid()));
+        assert!(swept.count() < u64::try_from(pid_max).unwrap_or(0));
+        assert_eq!(swept.next_slice, 1);
+        // A pid found hidden before is asked about on its own.
+        let sweep = Sweep::Rolling {
+            last_pid: Some(kid.pid()),
+            cursor: pid_max,
+            slices: 1_000_000,
+            also: vec![kid.pid()],
+        };
+        let (found, swept) = brute_force_sweep(Path::new("/proc"), false, &sweep);
+        assert!(found.contains(&kid.pid()), "{swept:?}");
+        assert_eq!(swept.pids, vec![kid.pid()]);
+    }
 
     // ---- guards ----------------------------------------------------------
 

@@ -59,6 +59,10 @@ pub struct Options {
     /// How long a candidate's rounding-mode and memory results stay valid
     /// in a [`Cache`].
     pub recheck: Duration,
+    /// 0: the pid brute force of the host checks probes every pid (a scan).
+    /// N: it probes the pids allocated since the previous host checks of
+    /// this [`Cache`] and one N-th of the whole range (the agent).
+    pub pid_sweep_slices: u32,
     /// Set to end the sampling window early (SIGTERM in the agent).
     pub stop: Option<&'static std::sync::atomic::AtomicBool>,
 }
@@ -75,6 +79,7 @@ impl Default for Options {
             memory_budget: memscan::Budget::default(),
             host_checks: true,
             recheck: Duration::from_secs(300),
+            pid_sweep_slices: 0,
             stop: None,
         }
     }
@@ -480,6 +485,8 @@ pub struct Cache {
     binaries: HashMap<FileKey, BinaryFacts>,
     deep: HashMap<(i32, u64), Deep>,
     known: HashMap<(i32, u64), Known>,
+    /// The last host checks' pid sweep and the pids they found hidden.
+    sweep: Option<(host::PidSweep, Vec<i32>)>,
 }
 
 /// The expensive checks of one process, and when they ran.
@@ -515,9 +522,24 @@ pub fn observe_with(
 
     // 1. The whole process table: scope and ancestry need every parent.
     // Host checks (listings, brute force, leftovers) run beside the window.
+    let sweep = match (&store.sweep, opts.pid_sweep_slices) {
+        (_, 0) => host::Sweep::Full,
+        (None, slices) => host::Sweep::Rolling {
+            last_pid: None,
+            cursor: 1,
+            slices,
+            also: Vec::new(),
+        },
+        (Some((last, hidden)), slices) => host::Sweep::Rolling {
+            last_pid: last.last_pid,
+            cursor: last.next_slice,
+            slices,
+            also: hidden.clone(),
+        },
+    };
     let host_job = opts.host_checks.then(|| {
         let (root, proc_root) = (opts.root.clone(), opts.proc_root.clone());
-        std::thread::spawn(move || host::observe_host(&root, &proc_root))
+        std::thread::spawn(move || host::observe_host_with(&root, &proc_root, &sweep))
     });
     // The raw getdents64 listing: an LD_PRELOAD rootkit hooks readdir.
     let listed = host::list_pids_raw(&opts.proc_root).map_err(|source| ObserveError::ProcList {
@@ -643,6 +665,12 @@ pub fn observe_with(
     };
     for (what, error) in host_gaps {
         gaps.note(None, &what, error);
+    }
+    if opts.host_checks {
+        store.sweep = Some((
+            host_facts.pid_sweep.clone(),
+            host_facts.hidden_pids.iter().map(|h| h.pid).collect(),
+        ));
     }
     if let Ok(listed) = host::list_pids_raw(&opts.proc_root) {
         let extra = host_facts.hidden_pids.iter().map(|h| h.pid);
@@ -929,7 +957,7 @@ pub fn observe_with(
     scope_pids.sort_unstable();
     Ok(HostSnapshot {
         schema: SNAPSHOT_SCHEMA.to_string(),
-        host: host_info(clock_ticks),
+        host: host_info(clock_ticks, &opts.root),
         started_at,
         window_secs: (elapsed * 100.0).round() / 100.0,
         host_cpu,
@@ -987,7 +1015,28 @@ fn ancestry(mut ppid: i32, parents: &HashMap<i32, (i32, String)>) -> Vec<Ancesto
     out
 }
 
-fn host_info(clock_ticks: u64) -> HostInfo {
+/// The name events and reports carry for this host: `$MINERWATCH_HOSTNAME`
+/// when set (a Kubernetes DaemonSet passes the node's name), the first line
+/// of `<root>/etc/hostname` when the host's filesystem is mounted elsewhere
+/// (`--root`: we run in a container and our own name is the pod's), else
+/// ours.
+pub fn host_name(root: &Path) -> String {
+    if let Some(n) = std::env::var_os("MINERWATCH_HOSTNAME").filter(|n| !n.is_empty()) {
+        return n.to_string_lossy().into_owned();
+    }
+    if root != Path::new("/")
+        && let Ok((bytes, _)) = files::read_regular(&root.join("etc/hostname"), 256, true)
+        && let Some(name) = String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        return name.to_string();
+    }
+    sysinfo::System::host_name().unwrap_or_default()
+}
+
+fn host_info(clock_ticks: u64, root: &Path) -> HostInfo {
     let boot = sysinfo::System::boot_time().unwrap_or(0);
     let boot_time = i64::try_from(boot)
         .ok()
@@ -995,7 +1044,7 @@ fn host_info(clock_ticks: u64) -> HostInfo {
         .map(|t| t.to_string())
         .unwrap_or_default();
     HostInfo {
-        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        hostname: host_name(root),
         kernel: sysinfo::System::kernel_version().unwrap_or_default(),
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())

@@ -134,6 +134,22 @@ fn a_mount_over_the_proc_entry_of_a_worker_is_found() {
     assert!(w.wait_for_line("hashing", std::time::Duration::from_secs(60)));
     let pid = w.pid();
     let empty = tempfile::tempdir().expect("tmp");
+    // A second scanner in a mount namespace of its own with a fresh /proc,
+    // made before the mount (as systemd's ProtectKernelTunables= does for
+    // the service): the mount never shows in its own view of /proc.
+    let go = empty.path().join("go");
+    let private = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t proc proc /proc && i=0 && while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; \
+             exec {BIN} scan --format json --window 1 --pid {pid}",
+            go = go.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare runs (util-linux)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let src = std::ffi::CString::new(empty.path().as_os_str().as_encoded_bytes()).expect("path");
     let target = std::ffi::CString::new(format!("/proc/{pid}")).expect("path");
     // SAFETY: valid paths; a bind mount of our own empty dir over our own worker.
@@ -177,6 +193,23 @@ fn a_mount_over_the_proc_entry_of_a_worker_is_found() {
         "{hf}"
     );
     assert!(r["coverage"]["inaccessible"].as_u64() >= Some(1), "{r}");
+    // The private scanner sees the worker, and the mount through init's
+    // view of the host's mounts.
+    std::fs::write(&go, b"").expect("go");
+    let out = private.wait_with_output().expect("private scan");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let hf = r["host_findings"].to_string();
+    assert!(
+        hf.contains("host.proc_mount") && hf.contains(&format!("/proc/{pid}")),
+        "a scanner with its own /proc missed the mount: {hf}"
+    );
+    assert_eq!(crate::level_of(&r, pid), "miner", "{r}");
 }
 
 #[test]
