@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 MIN=${1:-10}
 BIN=$PWD/target/release/minerwatch
 T=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$T" /dev/shm/.mw-bench-*' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T" /dev/shm/.mw-bench-*' EXIT
 cc -O2 -o "$T/rxworker" tests/support/rxworker.c -lrandomx -lpthread
 hz=$(getconf CLK_TCK)
 ticks_of() { awk '{print $14+$15}' /proc/$1/stat; }
