@@ -145,15 +145,11 @@ fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
                     "unix" => output::SyslogTransport::Unix(PathBuf::from(address)),
                     other => anyhow::bail!("syslog transport '{other}': use udp, tcp or unix"),
                 };
-                Box::new(
-                    output::SyslogSink::connect(t, *fields)
-                        .with_context(|| format!("syslog output {transport} {address}"))?,
-                )
+                // A collector that is down (or starts after us) is retried
+                // on every event; only a malformed address stops us.
+                Box::new(output::SyslogSink::lazy(t, *fields))
             }
-            OutputConfig::Journald { socket } => Box::new(
-                output::JournaldSink::connect(socket)
-                    .with_context(|| format!("journald socket {}", socket.display()))?,
-            ),
+            OutputConfig::Journald { socket } => Box::new(output::JournaldSink::lazy(socket)),
         };
         sinks.push(sink);
     }

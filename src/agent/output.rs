@@ -808,6 +808,24 @@ impl SyslogSink {
         })
     }
 
+    /// Like [`SyslogSink::connect`], but a destination that cannot be
+    /// reached yet (a collector that starts after us) is only warned about:
+    /// every `send` tries to connect until one succeeds.
+    pub fn lazy(transport: SyslogTransport, fields: Fields) -> Self {
+        let conn = Conn::open(&transport)
+            .map_err(|e| {
+                tracing::warn!("syslog {transport}: {e}; will retry on every event");
+            })
+            .ok();
+        SyslogSink {
+            transport,
+            fields,
+            conn,
+            pid: std::process::id(),
+            local_hostname: local_hostname(),
+        }
+    }
+
     fn format(&self, event: &Event) -> Vec<u8> {
         let pri = SYSLOG_FACILITY * 8 + event.severity.code();
         let time = event_time(event);
@@ -935,7 +953,8 @@ impl Sink for SyslogSink {
 /// the memfd path for huge entries is not implemented.
 pub struct JournaldSink {
     path: PathBuf,
-    sock: UnixDatagram,
+    /// `None` until journald's socket could be reached.
+    sock: Option<UnixDatagram>,
 }
 
 impl JournaldSink {
@@ -943,8 +962,20 @@ impl JournaldSink {
         let sock = Self::open(socket)?;
         Ok(JournaldSink {
             path: socket.to_path_buf(),
-            sock,
+            sock: Some(sock),
         })
+    }
+
+    /// Like [`JournaldSink::connect`], but a socket that is not there yet is
+    /// only warned about: every `send` tries again.
+    pub fn lazy(socket: &Path) -> Self {
+        let sock = Self::open(socket)
+            .map_err(|e| tracing::warn!("{e}; will retry on every event"))
+            .ok();
+        JournaldSink {
+            path: socket.to_path_buf(),
+            sock,
+        }
     }
 
     /// Whether `socket` exists and is a socket (journald is running).
@@ -1013,16 +1044,21 @@ impl Sink for JournaldSink {
 
     fn send(&mut self, event: &Event) -> io::Result<()> {
         let dgram = journal_datagram(event);
-        if let Err(first) = self.sock.send(&dgram) {
-            self.sock = Self::open(&self.path).map_err(|e| {
+        let first = match &self.sock {
+            Some(sock) => sock.send(&dgram).map(|_| ()),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "not connected")),
+        };
+        if let Err(first) = first {
+            self.sock = None;
+            let sock = Self::open(&self.path).map_err(|e| {
                 with_context(
                     e,
                     format_args!("{}: send failed ({first}); reconnect failed", self.name()),
                 )
             })?;
-            self.sock
-                .send(&dgram)
+            sock.send(&dgram)
                 .map_err(|e| with_context(e, self.name()))?;
+            self.sock = Some(sock);
         }
         Ok(())
     }

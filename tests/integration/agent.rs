@@ -414,3 +414,62 @@ sleep 2"#;
         .unwrap_or(0);
     assert!(ticks >= 45, "only {ticks} ticks: {}", run.context);
 }
+
+/// A syslog collector that is down and a journald socket that is not there
+/// (yet) do not keep the agent from starting: it warns, writes its other
+/// outputs, and delivers to the collector once it is up.
+#[test]
+fn agent_starts_with_its_collectors_down_and_delivers_when_they_come_up() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let events = d.join("events.ndjson");
+    let port = support::free_port();
+    let config = agent_config(d, &events, 1.0, "");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[[output]]\nkind = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[output]]\nkind = \"journald\"\nsocket = \"{}\"\n",
+        d.join("no-journal.socket").display()
+    ));
+    std::fs::write(&config, text).expect("write config");
+    // The collector comes up after the agent: a listener on the port, kept
+    // for the rest of the run, that saves what it receives.
+    let body = format!(
+        r#"python3 - {port} {dir}/received <<'PY' &
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1); s.settimeout(20)
+c, _ = s.accept(); c.settimeout(20)
+with open(sys.argv[2], "wb") as out:
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        out.write(b); out.flush()
+PY
+L=$!
+for i in $(seq 200); do grep -q heartbeat {dir}/received 2>/dev/null && break; sleep 0.1; done
+grep -q heartbeat {dir}/received && echo "collector got heartbeats"
+"#,
+        dir = d.display(),
+    );
+    let run = AgentRun::start(d, &config, &events, &body, 60);
+    let err = std::fs::read_to_string(d.join("agent.err")).unwrap_or_default();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("will retry"),
+        "no warning about the collector: {err}"
+    );
+    assert!(err.contains("no-journal.socket"), "{err}");
+    assert!(
+        run.stdout.contains("collector got heartbeats"),
+        "{}",
+        run.context
+    );
+    let received = std::fs::read_to_string(d.join("received")).unwrap_or_default();
+    // RFC 5424 over TCP with octet counting (RFC 6587): "LEN <PRI>1 TIME HOST minerwatch …".
+    let (len, msg) = received.split_once(' ').expect("a framed message");
+    assert!(len.parse::<usize>().is_ok(), "{received}");
+    assert!(
+        msg.starts_with("<30>1 ") && msg.contains(" minerwatch "),
+        "{received}"
+    );
+}
