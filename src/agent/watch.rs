@@ -6,7 +6,7 @@
 //! Never blocks on a FIFO or a device (only regular files are opened, with
 //! O_NONBLOCK and O_NOFOLLOW) and reads at most the binary cap of a file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -43,6 +43,10 @@ pub fn send(shared: &Shared, events: &[Event]) {
         }
     }
 }
+
+/// A file that lands again at the same path matching the same rules within
+/// this time is not alerted on again.
+const DROP_ALERT_QUIET: Duration = Duration::from_secs(30);
 
 /// Keeps the inotify watches alive; dropping it stops watching.
 pub struct Watching {
@@ -119,12 +123,22 @@ fn handle(
 ) {
     let mut seen: HashSet<files::FileKey> = HashSet::new();
     let mut sent: Vec<Instant> = Vec::new();
+    // path -> (when, what) of recent alerts: a file scanned while still
+    // being written and again when closed, or changed in place, is one drop.
+    let mut recent: HashMap<PathBuf, (Instant, String)> = HashMap::new();
     let mut buf = Vec::new();
     while let Ok(ev) = rx.recv() {
+        // A write in progress is not looked at: its close (IN_CLOSE_WRITE)
+        // follows. Creation (a link, a fast writer), a move into the
+        // directory and a chmod are.
         let interesting = matches!(
             ev.kind,
             EventKind::Create(_)
-                | EventKind::Modify(_)
+                | EventKind::Modify(
+                    notify::event::ModifyKind::Name(_)
+                        | notify::event::ModifyKind::Metadata(_)
+                        | notify::event::ModifyKind::Any
+                )
                 | EventKind::Access(notify::event::AccessKind::Close(
                     notify::event::AccessMode::Write
                 ))
@@ -141,6 +155,20 @@ fn handle(
                 continue;
             }
             if let Some(event) = scan(path, shared, &mut seen, &mut buf) {
+                recent.retain(|_, (t, _)| t.elapsed() < DROP_ALERT_QUIET);
+                let rules = event.body["file"]["matches"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .map(|x| x["rule"].to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                if recent.get(path).is_some_and(|(_, r)| *r == rules) {
+                    continue;
+                }
+                recent.insert(path.clone(), (Instant::now(), rules));
                 sent.retain(|t| t.elapsed() < Duration::from_secs(60));
                 if sent.len() as u64 >= shared.max_per_minute.load(Ordering::Relaxed) {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);

@@ -167,6 +167,9 @@ fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
 truncate -s 5G {dir}/drop/sparse && chmod +x {dir}/drop/sparse
 cp {xmrig_like} {dir}/drop/.x && chmod +x {dir}/drop/.x
 wait_for '"path":"{dir}/drop/.x"'
+# Written in two bursts a second apart, then closed: one drop, one alert.
+{{ cat {xmrig_like}; sleep 1; echo more; }} > {dir}/drop/.y
+wait_for '"path":"{dir}/drop/.y"'
 cp /usr/lib/x86_64-linux-gnu/librandomx.so.0 {dir}/drop/kdevtmpfsi
 chmod +x {dir}/drop/kdevtmpfsi
 wait_for '"path":"{dir}/drop/kdevtmpfsi"'
@@ -241,6 +244,19 @@ kill -0 $A && echo "alive after bad rules""#,
     ] {
         assert!(!hb[k].is_null(), "heartbeat.{k}: {hb}");
     }
+    // Written, closed and made executable: one drop, one alert.
+    let x_path = d.join("drop/.x").display().to_string();
+    let x_alerts = lines
+        .iter()
+        .filter(|e| e["type"] == "alert" && e["file"]["path"] == x_path.as_str())
+        .count();
+    assert_eq!(x_alerts, 1, "{context}");
+    let y_path = d.join("drop/.y").display().to_string();
+    let y_alerts = lines
+        .iter()
+        .filter(|e| e["type"] == "alert" && e["file"]["path"] == y_path.as_str())
+        .count();
+    assert_eq!(y_alerts, 1, "{context}");
     let err = lines
         .iter()
         .find(|e| e["type"] == "rules_error")
@@ -468,8 +484,14 @@ grep -q heartbeat {dir}/received && echo "collector got heartbeats"
     // RFC 5424 over TCP with octet counting (RFC 6587): "LEN <PRI>1 TIME HOST minerwatch …".
     let (len, msg) = received.split_once(' ').expect("a framed message");
     assert!(len.parse::<usize>().is_ok(), "{received}");
-    assert!(
-        msg.starts_with("<30>1 ") && msg.contains(" minerwatch "),
-        "{received}"
-    );
+    // Facility daemon (3): PRI 24 + severity (heartbeats are info, <30>; a
+    // host alert may come first).
+    let pri: u32 = msg
+        .strip_prefix('<')
+        .and_then(|m| m.split_once(">1 "))
+        .and_then(|(p, _)| p.parse().ok())
+        .unwrap_or_else(|| panic!("not RFC 5424: {received}"));
+    assert_eq!(pri / 8, 3, "{received}");
+    assert!(msg.contains(" minerwatch "), "{received}");
+    assert!(received.contains("<30>1 "), "no heartbeat: {received}");
 }
