@@ -1,6 +1,7 @@
 //! Alert lifecycle: one alert when a process first reaches `suspicious` or
 //! `miner`, another only when its level rises, `resolved` when it exits; host
-//! findings alert once while they last; an event-rate cap counts what it drops.
+//! findings alert once while they last, and again only after they have been
+//! gone for [`HOST_FORGET`]; an event-rate cap counts what it drops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,13 +16,29 @@ use crate::judge::{Finding, Level, Report};
 pub struct Tracker {
     /// Processes alerted on: (pid, start time) → (highest level sent, name).
     alerted: HashMap<(i32, u64), (Level, String)>,
-    /// Host findings alerted on and still present: (id, evidence).
-    host: HashSet<(String, String)>,
+    /// Host findings alerted on, by [`host_key`], and when last present.
+    host: HashMap<(String, String), Instant>,
     /// When the events of the last minute were sent.
     sent: VecDeque<Instant>,
     max_per_minute: u32,
     /// Events dropped by the rate cap since the start.
     pub dropped: u64,
+}
+
+/// A host finding that comes back within this time of its last sighting is
+/// the same trouble, not a new alert (a hidden-CPU estimate near its
+/// threshold comes and goes from tick to tick).
+pub const HOST_FORGET: Duration = Duration::from_secs(600);
+
+/// What identifies a host finding across ticks: its id and evidence, but
+/// only its id for a measurement whose evidence holds the numbers of one
+/// window.
+fn host_key(h: &crate::judge::HostFinding) -> (String, String) {
+    if h.id == "host.hidden_cpu" {
+        (h.id.clone(), String::new())
+    } else {
+        (h.id.clone(), h.evidence.clone())
+    }
 }
 
 fn severity(level: Level) -> Severity {
@@ -51,7 +68,7 @@ impl Tracker {
     pub fn new(max_per_minute: u32) -> Self {
         Tracker {
             alerted: HashMap::new(),
-            host: HashSet::new(),
+            host: HashMap::new(),
             sent: VecDeque::new(),
             max_per_minute,
             dropped: 0,
@@ -154,22 +171,20 @@ impl Tracker {
                 });
             }
         }
-        let present: HashSet<(String, String)> = report
-            .host_findings
-            .iter()
-            .filter(|h| h.level >= Level::Suspicious)
-            .map(|h| (h.id.clone(), h.evidence.clone()))
-            .collect();
         for h in report
             .host_findings
             .iter()
             .filter(|h| h.level >= Level::Suspicious)
         {
-            let key = (h.id.clone(), h.evidence.clone());
-            if self.host.contains(&key) || !self.admit(now) {
+            let key = host_key(h);
+            if let Some(seen) = self.host.get_mut(&key) {
+                *seen = now;
                 continue;
             }
-            self.host.insert(key);
+            if !self.admit(now) {
+                continue;
+            }
+            self.host.insert(key, now);
             out.push(Event {
                 kind: "alert".into(),
                 severity: severity(h.level),
@@ -184,7 +199,8 @@ impl Tracker {
                 }),
             });
         }
-        self.host.retain(|k| present.contains(k));
+        self.host
+            .retain(|_, seen| now.saturating_duration_since(*seen) < HOST_FORGET);
         out
     }
 }
@@ -240,6 +256,50 @@ mod tests {
         assert_eq!(e[0].kind, "resolved");
         assert_eq!(e[0].body["last_level"], "miner");
         assert!(t.update(&r, &HashSet::new(), "t6", now).is_empty());
+    }
+
+    #[test]
+    fn a_host_finding_alerts_once_while_it_comes_and_goes() {
+        let mut t = Tracker::new(60);
+        let now = Instant::now();
+        let mut r = report("xmrig-light");
+        r.findings.clear();
+        let hidden = |pct: u32| crate::judge::HostFinding {
+            id: "host.hidden_cpu".into(),
+            level: Level::Suspicious,
+            evidence: format!("{pct} % of a core ran in processes we cannot see"),
+        };
+        r.host_findings = vec![hidden(60)];
+        let e = t.update(&r, &HashSet::new(), "t1", now);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].body["host_finding"]["id"], "host.hidden_cpu");
+        // Other numbers next tick, gone for a few minutes, back: the same trouble.
+        r.host_findings = vec![hidden(75)];
+        assert!(
+            t.update(&r, &HashSet::new(), "t2", now + Duration::from_secs(5))
+                .is_empty()
+        );
+        let mut quiet = r.clone();
+        quiet.host_findings.clear();
+        assert!(
+            t.update(&quiet, &HashSet::new(), "t3", now + Duration::from_secs(10))
+                .is_empty()
+        );
+        assert!(
+            t.update(&r, &HashSet::new(), "t4", now + Duration::from_secs(300))
+                .is_empty()
+        );
+        // Gone for longer than HOST_FORGET: alerted again when it returns.
+        let later = now + Duration::from_secs(300) + HOST_FORGET + Duration::from_secs(1);
+        assert!(t.update(&quiet, &HashSet::new(), "t5", later).is_empty());
+        assert_eq!(t.update(&r, &HashSet::new(), "t6", later).len(), 1);
+        // A different finding alerts at once.
+        r.host_findings.push(crate::judge::HostFinding {
+            id: "host.ld_so_preload".into(),
+            level: Level::Suspicious,
+            evidence: "/etc/ld.so.preload names /usr/lib/libhide.so".into(),
+        });
+        assert_eq!(t.update(&r, &HashSet::new(), "t7", later).len(), 1);
     }
 
     #[test]
