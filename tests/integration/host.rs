@@ -29,13 +29,7 @@ fn cpu_of_processes_we_cannot_see_is_a_host_finding() {
         .output()
         .expect("unshare runs (util-linux)");
     busy.kill();
-    assert!(
-        out.status.code() == Some(1),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = crate::json_out(&out, 1);
     let hf = r["host_findings"].as_array().expect("host findings");
     let hidden = hf
         .iter()
@@ -93,13 +87,7 @@ fn worker_hidden_by_an_ld_preload_rootkit_is_still_found_and_convicted() {
         .env("MW_HIDE_PID", pid.to_string())
         .output()
         .expect("minerwatch runs");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = crate::json_out(&out, 1);
     assert_eq!(crate::level_of(&r, pid), "miner", "{r}");
     assert!(
         crate::signal_ids(&r, pid).contains(&"proc.hidden".into()),
@@ -193,13 +181,7 @@ fn a_mount_over_the_proc_entry_of_a_worker_is_found() {
 /// The JSON report of a scan that exited 1 and names the mount over
 /// /proc/`pid` as a `host.proc_mount` finding.
 fn reports_proc_mount(out: &std::process::Output, pid: i32) -> serde_json::Value {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = crate::json_out(out, 1);
     let hf = r["host_findings"].to_string();
     assert!(
         hf.contains("host.proc_mount") && hf.contains(&format!("/proc/{pid}")),
@@ -265,13 +247,7 @@ fn persistence_and_preloads_in_a_root_tree_are_found_and_linked_to_the_miner() {
         .arg(r)
         .output()
         .expect("minerwatch runs");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rep = crate::json_out(&out, 1);
     let hf = rep["host_findings"].as_array().expect("array");
     let find = |id: &str, needle: &str| {
         hf.iter()

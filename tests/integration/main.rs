@@ -33,6 +33,19 @@ pub fn minerwatch(args: &[&str]) -> Output {
         .expect("minerwatch runs")
 }
 
+/// The JSON document a run printed, after checking that it exited with
+/// `code` (its stderr in the message when not).
+pub fn json_out(out: &Output, code: i32) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// `scan --format json` limited to `pids` (default window); returns the report.
 pub fn scan_pids(pids: &[i32], extra: &[&str]) -> Value {
     let mut args = vec!["scan".to_string(), "--format".into(), "json".into()];
