@@ -278,18 +278,27 @@ fn hidden_cpu(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
     let unexplained = cpu.task_ticks.saturating_sub(explained);
     let core = snap.host.clock_ticks.max(1) as f64 * snap.window_secs;
     let share = unexplained as f64 / core;
-    let level = if share >= HIDDEN_CPU_SUSPICIOUS {
+    // Kernel threads are listed only in the host's (initial) PID namespace:
+    // without one we run in a PID namespace of our own (a container), and
+    // the host's other processes spend CPU out of our sight by design.
+    let own_namespace = !snap.processes.iter().any(|p| p.kernel_thread);
+    let level = if share >= HIDDEN_CPU_SUSPICIOUS && !own_namespace {
         Level::Suspicious
     } else if share >= HIDDEN_CPU_NOTICE {
         Level::Notice
     } else {
         return;
     };
+    let why = if own_namespace {
+        "; no kernel thread is visible, so minerwatch runs in a PID namespace of its own (a container) and the host's other processes are outside its view: give it the host's /proc with --proc-root to judge this"
+    } else {
+        ""
+    };
     out.push(HostFinding {
         id: "host.hidden_cpu".into(),
         level,
         evidence: format!(
-            "over the {:.1} s window the kernel counted {} ticks of task CPU (/proc/stat user+nice+system) but the {} visible processes and minerwatch account for {}: {} ticks, {:.0} % of a core, ran in processes we cannot see",
+            "over the {:.1} s window the kernel counted {} ticks of task CPU (/proc/stat user+nice+system) but the {} visible processes and minerwatch account for {}: {} ticks, {:.0} % of a core, ran in processes we cannot see{why}",
             snap.window_secs,
             cpu.task_ticks,
             snap.processes.len(),
@@ -328,6 +337,13 @@ mod tests {
                 ..ProcessFacts::default()
             })
             .collect();
+        // The host's PID namespace: kthreadd is listed.
+        s.processes.push(ProcessFacts {
+            pid: 2,
+            comm: "kthreadd".into(),
+            kernel_thread: true,
+            ..ProcessFacts::default()
+        });
         s
     }
 
@@ -357,6 +373,15 @@ mod tests {
     fn a_third_of_a_core_is_a_notice() {
         let f = findings(&snap(270, &[100]));
         assert_eq!(f[0].level, Level::Notice, "{f:?}");
+    }
+
+    #[test]
+    fn in_a_pid_namespace_of_its_own_hidden_cpu_is_only_a_notice() {
+        let mut s = snap(600, &[95]);
+        s.processes.retain(|p| !p.kernel_thread);
+        let f = findings(&s);
+        assert_eq!(f[0].level, Level::Notice, "{f:?}");
+        assert!(f[0].evidence.contains("PID namespace of its own"), "{f:?}");
     }
 
     #[test]
@@ -480,7 +505,11 @@ mod tests {
             "{}",
             f[0].evidence
         );
-        let p = &s.processes[0];
+        let p = s
+            .processes
+            .iter()
+            .find(|p| p.pid == 777)
+            .expect("the miner");
         let sig = crate::judge::signals::detect(p, &s, &Policy::default());
         assert!(sig.iter().any(|x| x.id == "persist.launcher"), "{sig:?}");
     }

@@ -368,10 +368,7 @@ kill -9 $W; wait $W 2>/dev/null"#,
 
 /// Benign heavy programs, one after another for a minute (a JIT-compiled
 /// float loop, xz -9, stress-ng's CPU methods), under an agent ticking every
-/// second: not one alert about a process. The agent runs in a PID namespace
-/// of its own, so CPU spent by the rest of the machine (other tests) is
-/// invisible to it and may be reported as `host.hidden_cpu`; that host
-/// finding is what the namespace makes true and is not counted here.
+/// second: not one alert.
 #[test]
 fn agent_stays_quiet_through_a_minute_of_benign_heavy_programs() {
     support::ensure_packages();
@@ -402,25 +399,9 @@ sleep 2"#;
             run.context
         );
     }
-    let process_alerts: Vec<&serde_json::Value> = run
-        .events
-        .iter()
-        .filter(|e| e["type"] == "alert" && !e["pid"].is_null())
-        .collect();
-    assert!(
-        process_alerts.is_empty(),
-        "alerts on benign programs: {process_alerts:#?}"
-    );
-    let other_host_alerts: Vec<&serde_json::Value> = run
-        .events
-        .iter()
-        .filter(|e| {
-            e["type"] == "alert"
-                && e["pid"].is_null()
-                && e["host_finding"]["id"] != "host.hidden_cpu"
-        })
-        .collect();
-    assert!(other_host_alerts.is_empty(), "{other_host_alerts:#?}");
+    let alerts: Vec<&serde_json::Value> =
+        run.events.iter().filter(|e| e["type"] == "alert").collect();
+    assert!(alerts.is_empty(), "alerts on benign programs: {alerts:#?}");
     // It watched the whole minute.
     let ticks = run
         .events

@@ -7,9 +7,12 @@ use crate::support;
 
 /// A busy process outside a fresh PID namespace, and minerwatch inside it
 /// with the namespace's own /proc: the kernel's /proc/stat still counts the
-/// outside CPU, which no process minerwatch can see accounts for.
+/// outside CPU, which no process minerwatch can see accounts for. It is
+/// measured and reported, but as a notice that says why: seeing no kernel
+/// thread, minerwatch knows it runs in a PID namespace of its own (as in a
+/// container), where the host's processes are out of sight by design.
 #[test]
-fn cpu_of_processes_we_cannot_see_is_a_host_finding() {
+fn cpu_of_processes_we_cannot_see_is_measured_and_explained() {
     let _heavy = support::heavy_lock();
     let mut busy = support::spawn_benign("sh", &["-c", "yes > /dev/null"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -29,18 +32,29 @@ fn cpu_of_processes_we_cannot_see_is_a_host_finding() {
         .output()
         .expect("unshare runs (util-linux)");
     busy.kill();
-    let r = crate::json_out(&out, 1);
+    // A notice is below the default --fail-on: exit 0.
+    let r = crate::json_out(&out, 0);
     let hf = r["host_findings"].as_array().expect("host findings");
     let hidden = hf
         .iter()
         .find(|h| h["id"] == "host.hidden_cpu")
         .unwrap_or_else(|| panic!("no hidden CPU finding: {r}"));
-    assert_eq!(hidden["level"], "suspicious", "{hidden}");
+    assert_eq!(hidden["level"], "notice", "{hidden}");
+    let evidence = hidden["evidence"].as_str().unwrap_or("");
     assert!(
-        hidden["evidence"]
-            .as_str()
-            .is_some_and(|e| e.contains("ran in processes we cannot see"))
+        evidence.contains("ran in processes we cannot see")
+            && evidence.contains("PID namespace of its own")
+            && evidence.contains("--proc-root"),
+        "{evidence}"
     );
+    // The busy process outside accounts for most of a core.
+    let pct: f64 = evidence
+        .split(" % of a core")
+        .next()
+        .and_then(|h| h.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(pct >= 50.0, "{evidence}");
 }
 
 /// Builds the LD_PRELOAD hider (tests/support/hider.c) into `dir`.
