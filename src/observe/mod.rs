@@ -1408,6 +1408,26 @@ mod tests {
     }
 
     #[test]
+    fn host_name_comes_from_the_hosts_root_when_mounted_elsewhere() {
+        if std::env::var_os("MINERWATCH_HOSTNAME").is_some() {
+            return; // set by whoever runs the tests: it wins, as documented
+        }
+        let root = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(root.path().join("etc")).expect("mkdir");
+        std::fs::write(
+            root.path().join("etc/hostname"),
+            "# node\n\nnode-7.example\n",
+        )
+        .expect("write");
+        assert_eq!(host_name(root.path()), "node-7.example");
+        // No file there: our own name.
+        let empty = tempfile::tempdir().expect("tmp");
+        let own = sysinfo::System::host_name().unwrap_or_default();
+        assert_eq!(host_name(empty.path()), own);
+        assert_eq!(host_name(Path::new("/")), own);
+    }
+
+    #[test]
     fn ancestry_walks_to_init() {
         let parents: HashMap<i32, (i32, String)> = [
             (1, (0, "systemd".to_string())),
