@@ -51,8 +51,8 @@ pub struct HostFacts {
     /// Pids (thread-group leaders) that exist but some listing did not show,
     /// confirmed by a second look (still alive, still missing).
     pub hidden_pids: Vec<HiddenPid>,
-    /// Mounts over /proc/<pid> or anything below it (bind-mount hiding), from
-    /// /proc/self/mountinfo: the mount point.
+    /// Mounts over `/proc/<pid>` or anything below it (bind-mount hiding), from
+    /// /proc/self/mountinfo and PID 1's /proc/1/mountinfo: the mount point.
     pub proc_pid_mounts: Vec<String>,
     /// The hidepid= option of the /proc mount, if set.
     pub hidepid: Option<String>,
@@ -68,7 +68,7 @@ pub struct HostFacts {
     /// subdirectory). Our own executable is excluded. A library loaded from
     /// `/usr/local/lib`, `/etc`, `/tmp` or a `memfd:` is therefore listed.
     pub self_preloaded: Vec<String>,
-    /// <root>/etc/ld.so.preload, when it exists (also when it is a symlink,
+    /// `<root>/etc/ld.so.preload`, when it exists (also when it is a symlink,
     /// which is not followed).
     pub ld_so_preload: Option<PreloadFile>,
     /// Huge page pool from `<proc_root>/meminfo`.
@@ -79,8 +79,8 @@ pub struct HostFacts {
     /// /proc/sys/kernel/nmi_watchdog (under proc_root).
     pub nmi_watchdog: Option<String>,
     /// Miner-tuning sysctl settings (vm.nr_hugepages, kernel.nmi_watchdog,
-    /// vm.nr_overcommit_hugepages) in <root>/etc/sysctl.conf and
-    /// <root>/{etc,run,usr/lib,lib}/sysctl.d/*.conf.
+    /// vm.nr_overcommit_hugepages) in `<root>/etc/sysctl.conf` and
+    /// `<root>/{etc,run,usr/lib,lib}/sysctl.d/*.conf`.
     pub sysctl: Vec<SysctlSetting>,
     /// Persistence entries that look like they launch a miner.
     pub persistence: Vec<PersistenceEntry>,

@@ -261,7 +261,7 @@ struct Known {
     threads: HashMap<i32, u64>,
 }
 
-/// Everything [`details`] reads.
+/// Everything [`DetailReader::read`] reads.
 struct Details {
     uid: u32,
     user: Option<String>,
@@ -605,7 +605,12 @@ pub fn observe_with(
 
     // 3. Details, while the window runs.
     let mut cache = BinaryCache::new(sigs, &mut store.binaries);
-    let mut config_cache: HashMap<(u64, u64, String), Option<MinerConfig>> = HashMap::new();
+    let mut reader = DetailReader {
+        users: &users,
+        cid_re,
+        proc_root: &opts.proc_root,
+        configs: HashMap::new(),
+    };
     let mut reused = 0usize;
     for t in &mut tracked {
         let pid = t.facts.pid;
@@ -622,15 +627,7 @@ pub fn observe_with(
             reused += 1;
             continue;
         }
-        details(
-            t,
-            &users,
-            cid_re,
-            &mut cache,
-            &mut config_cache,
-            &opts.proc_root,
-            &mut gaps,
-        );
+        reader.read(t, &mut cache, &mut gaps);
         t.read_at = Some(Instant::now());
     }
 
@@ -708,15 +705,7 @@ pub fn observe_with(
             }
             let mut t = track(p, &stat, false, None, &mut gaps);
             t.read_at = Some(Instant::now());
-            details(
-                &mut t,
-                &users,
-                cid_re,
-                &mut cache,
-                &mut config_cache,
-                &opts.proc_root,
-                &mut gaps,
-            );
+            reader.read(&mut t, &mut cache, &mut gaps);
             tracked.push(t);
         }
     }
@@ -1105,155 +1094,162 @@ fn is_candidate(f: &ProcessFacts) -> bool {
             .is_some_and(|m| !m.exec_anon.is_empty() || !m.large_anon.is_empty())
 }
 
-fn details(
-    t: &mut Tracked,
-    users: &HashMap<u32, User>,
-    cid_re: Option<&Regex>,
-    cache: &mut BinaryCache<'_, '_>,
-    config_cache: &mut HashMap<(u64, u64, String), Option<MinerConfig>>,
-    proc_root: &Path,
-    gaps: &mut Gaps,
-) {
-    let pid = t.facts.pid;
-    let p = &t.process;
-    match p.uid() {
-        Ok(uid) => {
-            t.facts.uid = uid;
-            t.facts.user = users.get(&uid).map(|u| u.name.clone());
-        }
-        Err(e) => gaps.record(Some(pid), "uid", &e),
-    }
-    match p.cmdline() {
-        Ok(c) => t.facts.cmdline = c,
-        Err(e) => {
-            gaps.record(Some(pid), "cmdline", &e);
-            if !p.is_alive() {
-                return;
+/// What reading a process's details needs besides the process: who the
+/// users are, where procfs is, and the configs already looked for this run.
+struct DetailReader<'a> {
+    users: &'a HashMap<u32, User>,
+    cid_re: Option<&'a Regex>,
+    proc_root: &'a Path,
+    /// (root dev, root ino, path) → the XMRig-style config found there.
+    configs: HashMap<(u64, u64, String), Option<MinerConfig>>,
+}
+
+impl DetailReader<'_> {
+    /// Identity, memory layout, sockets, binary and configs of one process.
+    fn read(&mut self, t: &mut Tracked, cache: &mut BinaryCache<'_, '_>, gaps: &mut Gaps) {
+        let pid = t.facts.pid;
+        let p = &t.process;
+        match p.uid() {
+            Ok(uid) => {
+                t.facts.uid = uid;
+                t.facts.user = self.users.get(&uid).map(|u| u.name.clone());
             }
+            Err(e) => gaps.record(Some(pid), "uid", &e),
         }
-    }
-    if t.facts.kernel_thread || t.zombie {
-        return;
-    }
-    match p.exe() {
-        Ok(e) => t.facts.exe = Some(e.to_string_lossy().into_owned()),
-        Err(ProcError::NotFound(_)) if p.is_alive() => {}
-        Err(e) => gaps.record(Some(pid), "exe link", &e),
-    }
-    match p.cwd() {
-        Ok(c) => t.facts.cwd = Some(c.to_string_lossy().into_owned()),
-        Err(ProcError::NotFound(_)) if p.is_alive() => {}
-        Err(e) => gaps.record(Some(pid), "cwd", &e),
-    }
-    if let (Some(re), Ok(groups)) = (cid_re, p.cgroups()) {
-        let paths: Vec<String> = groups.0.iter().map(|g| g.pathname.clone()).collect();
-        t.facts.container = container_id(&paths, re);
-    }
-    let (rss, huge) = match p.status() {
-        Ok(s) => (s.vmrss.unwrap_or(0), s.hugetlbpages.unwrap_or(0)),
-        Err(e) => {
-            gaps.record(Some(pid), "status", &e);
-            (0, 0)
-        }
-    };
-    match p.maps() {
-        Ok(maps) => {
-            let maps: Vec<MemoryMap> = maps.into_iter().collect();
-            let mut facts = memory::summarize(&maps, rss, huge);
-            if !facts.large_anon.is_empty()
-                && let Ok(r) = p.smaps_rollup()
-                && let Some(m) = r.memory_map_rollup.0.first()
-            {
-                facts.anon_huge_kib =
-                    m.extension.map.get("AnonHugePages").copied().unwrap_or(0) / 1024;
-            }
-            t.exec_files = memory::exec_files(&maps);
-            t.facts.memory = Some(facts);
-        }
-        Err(e) => gaps.record(Some(pid), "maps", &e),
-    }
-    match p.fd() {
-        Ok(fds) => {
-            for fd in fds.flatten() {
-                if let FDTarget::Socket(inode) = fd.target {
-                    t.socket_inodes.push(inode);
+        match p.cmdline() {
+            Ok(c) => t.facts.cmdline = c,
+            Err(e) => {
+                gaps.record(Some(pid), "cmdline", &e);
+                if !p.is_alive() {
+                    return;
                 }
             }
         }
-        Err(e) => gaps.record(Some(pid), "fd list", &e),
-    }
-
-    // The executable, scanned once per distinct file.
-    let owner_of = |uid: u32| {
-        users
-            .get(&uid)
-            .map(|u| u.name.clone())
-            .unwrap_or_else(|| uid.to_string())
-    };
-    if let Some(exe) = t.facts.exe.clone() {
-        let link = proc_root.join(pid.to_string()).join("exe");
-        match files::open_regular(&link, false) {
-            Ok((file, key)) => {
-                let owner = file
-                    .metadata()
-                    .map(|m| owner_of(std::os::unix::fs::MetadataExt::uid(&m)))
-                    .unwrap_or_default();
-                t.exe_key = Some(key);
-                t.facts.exe_binary = Some(cache.scan(file, key, &exe, &owner));
-            }
-            Err(e) => gaps.io(pid, "exe scan", &e),
-        }
-    }
-
-    // XMRig-style configs.
-    let root = proc_root.join(pid.to_string()).join("root");
-    let root_id = match std::fs::metadata(&root) {
-        Ok(m) => (
-            std::os::unix::fs::MetadataExt::dev(&m),
-            std::os::unix::fs::MetadataExt::ino(&m),
-        ),
-        Err(e) => {
-            gaps.io(pid, "root", &e);
+        if t.facts.kernel_thread || t.zombie {
             return;
         }
-    };
-    let mut candidates: Vec<String> = Vec::new();
-    if let Some(exe) = &t.facts.exe {
-        let path = exe.trim_end_matches(" (deleted)");
-        if path.starts_with('/')
-            && !path.starts_with("/memfd:")
-            && let Some((dir, _)) = path.rsplit_once('/')
-        {
-            candidates.push(format!("{dir}/config.json"));
+        match p.exe() {
+            Ok(e) => t.facts.exe = Some(e.to_string_lossy().into_owned()),
+            Err(ProcError::NotFound(_)) if p.is_alive() => {}
+            Err(e) => gaps.record(Some(pid), "exe link", &e),
         }
-    }
-    if let Some(cwd) = &t.facts.cwd {
-        candidates.push(format!("{}/config.json", cwd.trim_end_matches('/')));
-    }
-    if let Some(home) = users
-        .get(&t.facts.uid)
-        .map(|u| u.home.trim_end_matches('/').to_string())
-    {
-        candidates.push(format!("{home}/.xmrig.json"));
-        candidates.push(format!("{home}/.config/xmrig.json"));
-    }
-    candidates.dedup();
-    for path in candidates {
-        let key = (root_id.0, root_id.1, path.clone());
-        let found = config_cache
-            .entry(key)
-            .or_insert_with(|| {
-                let full = root.join(path.trim_start_matches('/'));
-                match files::read_regular(&full, files::MAX_CONFIG_BYTES, true) {
-                    Ok((bytes, _)) => config::parse(&path, &bytes),
-                    Err(_) => None,
+        match p.cwd() {
+            Ok(c) => t.facts.cwd = Some(c.to_string_lossy().into_owned()),
+            Err(ProcError::NotFound(_)) if p.is_alive() => {}
+            Err(e) => gaps.record(Some(pid), "cwd", &e),
+        }
+        if let (Some(re), Ok(groups)) = (self.cid_re, p.cgroups()) {
+            let paths: Vec<String> = groups.0.iter().map(|g| g.pathname.clone()).collect();
+            t.facts.container = container_id(&paths, re);
+        }
+        let (rss, huge) = match p.status() {
+            Ok(s) => (s.vmrss.unwrap_or(0), s.hugetlbpages.unwrap_or(0)),
+            Err(e) => {
+                gaps.record(Some(pid), "status", &e);
+                (0, 0)
+            }
+        };
+        match p.maps() {
+            Ok(maps) => {
+                let maps: Vec<MemoryMap> = maps.into_iter().collect();
+                let mut facts = memory::summarize(&maps, rss, huge);
+                if !facts.large_anon.is_empty()
+                    && let Ok(r) = p.smaps_rollup()
+                    && let Some(m) = r.memory_map_rollup.0.first()
+                {
+                    facts.anon_huge_kib =
+                        m.extension.map.get("AnonHugePages").copied().unwrap_or(0) / 1024;
                 }
-            })
-            .clone();
-        if let Some(c) = found
-            && !t.facts.configs.iter().any(|x| x.path == c.path)
+                t.exec_files = memory::exec_files(&maps);
+                t.facts.memory = Some(facts);
+            }
+            Err(e) => gaps.record(Some(pid), "maps", &e),
+        }
+        match p.fd() {
+            Ok(fds) => {
+                for fd in fds.flatten() {
+                    if let FDTarget::Socket(inode) = fd.target {
+                        t.socket_inodes.push(inode);
+                    }
+                }
+            }
+            Err(e) => gaps.record(Some(pid), "fd list", &e),
+        }
+
+        // The executable, scanned once per distinct file.
+        let owner_of = |uid: u32| {
+            self.users
+                .get(&uid)
+                .map(|u| u.name.clone())
+                .unwrap_or_else(|| uid.to_string())
+        };
+        if let Some(exe) = t.facts.exe.clone() {
+            let link = self.proc_root.join(pid.to_string()).join("exe");
+            match files::open_regular(&link, false) {
+                Ok((file, key)) => {
+                    let owner = file
+                        .metadata()
+                        .map(|m| owner_of(std::os::unix::fs::MetadataExt::uid(&m)))
+                        .unwrap_or_default();
+                    t.exe_key = Some(key);
+                    t.facts.exe_binary = Some(cache.scan(file, key, &exe, &owner));
+                }
+                Err(e) => gaps.io(pid, "exe scan", &e),
+            }
+        }
+
+        // XMRig-style configs.
+        let root = self.proc_root.join(pid.to_string()).join("root");
+        let root_id = match std::fs::metadata(&root) {
+            Ok(m) => (
+                std::os::unix::fs::MetadataExt::dev(&m),
+                std::os::unix::fs::MetadataExt::ino(&m),
+            ),
+            Err(e) => {
+                gaps.io(pid, "root", &e);
+                return;
+            }
+        };
+        let mut candidates: Vec<String> = Vec::new();
+        if let Some(exe) = &t.facts.exe {
+            let path = exe.trim_end_matches(" (deleted)");
+            if path.starts_with('/')
+                && !path.starts_with("/memfd:")
+                && let Some((dir, _)) = path.rsplit_once('/')
+            {
+                candidates.push(format!("{dir}/config.json"));
+            }
+        }
+        if let Some(cwd) = &t.facts.cwd {
+            candidates.push(format!("{}/config.json", cwd.trim_end_matches('/')));
+        }
+        if let Some(home) = self
+            .users
+            .get(&t.facts.uid)
+            .map(|u| u.home.trim_end_matches('/').to_string())
         {
-            t.facts.configs.push(c);
+            candidates.push(format!("{home}/.xmrig.json"));
+            candidates.push(format!("{home}/.config/xmrig.json"));
+        }
+        candidates.dedup();
+        for path in candidates {
+            let key = (root_id.0, root_id.1, path.clone());
+            let found = self
+                .configs
+                .entry(key)
+                .or_insert_with(|| {
+                    let full = root.join(path.trim_start_matches('/'));
+                    match files::read_regular(&full, files::MAX_CONFIG_BYTES, true) {
+                        Ok((bytes, _)) => config::parse(&path, &bytes),
+                        Err(_) => None,
+                    }
+                })
+                .clone();
+            if let Some(c) = found
+                && !t.facts.configs.iter().any(|x| x.path == c.path)
+            {
+                t.facts.configs.push(c);
+            }
         }
     }
 }
