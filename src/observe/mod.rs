@@ -228,8 +228,9 @@ struct Tracked {
     fingerprint: Fingerprint,
     /// When its details were read; `None`: not yet (or reused, see `Known`).
     read_at: Option<Instant>,
-    /// Per-thread ticks at the end of the window.
-    threads1: HashMap<i32, u64>,
+    /// Per-thread ticks at the end of the window; `None` when no thread ran
+    /// (they are `threads0`).
+    threads1: Option<HashMap<i32, u64>>,
 }
 
 /// Fields of `stat` that move whenever a process runs or its memory changes:
@@ -373,7 +374,7 @@ fn track(
         } else {
             0
         },
-        threads1: threads0.clone(),
+        threads1: None,
         threads0,
         facts,
         exec_files: Vec::new(),
@@ -730,7 +731,7 @@ pub fn observe_with(
                 // No tick spent: no thread ran, nothing to read per thread.
                 let idle = ticks == 0 && t.whole_window;
                 if let Some(threads1) = (!idle).then(|| thread_ticks(&t.process).ok()).flatten() {
-                    t.threads1 = threads1.iter().map(|(tid, (n, _))| (*tid, *n)).collect();
+                    t.threads1 = Some(threads1.iter().map(|(tid, (n, _))| (*tid, *n)).collect());
                     let mut threads: Vec<ThreadCpu> = threads1
                         .into_iter()
                         .filter_map(|(tid, (ticks1, name))| {
@@ -841,21 +842,30 @@ pub fn observe_with(
         alive.iter().map(|t| (t.facts.pid, t.start_ticks)).collect();
     store.deep.retain(|k, _| alive_keys.contains(k));
     let mut known = HashMap::with_capacity(alive.len());
-    for t in &alive {
+    for t in &mut alive {
         let key = (t.facts.pid, t.start_ticks);
-        let read_at = match (t.read_at, store.known.remove(&key)) {
-            (Some(at), _) => at,
-            (None, Some(k)) => k.read_at,
+        let (read_at, details) = match (t.read_at, store.known.remove(&key)) {
+            (Some(at), _) => (at, Details::of(t)),
+            // Reused this tick: the remembered details are still right but
+            // for the network namespace, read now if it was not before.
+            (None, Some(mut k)) => {
+                k.details.net_ns.clone_from(&t.net_ns);
+                (k.read_at, k.details)
+            }
             (None, None) => continue,
         };
+        let threads = t
+            .threads1
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut t.threads0));
         known.insert(
             key,
             Known {
                 fingerprint: t.fingerprint,
                 read_at,
-                details: Details::of(t),
+                details,
                 ticks: t.ticks0 + t.facts.cpu.ticks,
-                threads: t.threads1.clone(),
+                threads,
             },
         );
     }
