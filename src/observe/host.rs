@@ -407,15 +407,21 @@ pub fn brute_force_sweep(
         last_allocated_pid(proc_fd.as_ref())
     };
     let (ranges, next_slice) = plan_sweep(sweep, pid_max, last_pid);
+    let mut swept = PidSweep {
+        ranges,
+        pids: Vec::new(),
+        pid_max,
+        last_pid,
+        next_slice,
+    };
     let mut found = Vec::new();
-    for &(a, b) in &ranges {
+    for &(a, b) in &swept.ranges {
         found.extend(scan_pid_range(proc_fd.as_ref(), probe, a, b));
     }
-    let mut singles = Vec::new();
     if let Sweep::Rolling { also, .. } = sweep {
         for &pid in also {
-            if !ranges.iter().any(|&(a, b)| (a..=b).contains(&pid)) {
-                singles.push(pid);
+            if !swept.probed(pid) {
+                swept.pids.push(pid);
                 if pid_exists(proc_fd.as_ref(), probe, pid) {
                     found.push(pid);
                 }
@@ -433,16 +439,7 @@ pub fn brute_force_sweep(
                 .unwrap_or(true)
         })
         .collect();
-    (
-        found,
-        PidSweep {
-            ranges,
-            pids: singles,
-            pid_max,
-            last_pid,
-            next_slice,
-        },
-    )
+    (found, swept)
 }
 
 /// Compares the three listings: every pid missing from at least one of them.
