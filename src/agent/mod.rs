@@ -266,7 +266,10 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     let mut tracker = alerts::Tracker::new(config.agent.max_events_per_minute);
     let mut history: HashMap<(i32, u64), VecDeque<f64>> = HashMap::new();
     let mut last_host_check: Option<Instant> = None;
-    let mut policy = Policy::default();
+    let mut policy = Policy {
+        allow: config.allow.clone(),
+        ..Policy::default()
+    };
     let mut budget = Budget::new(config.agent.cpu_budget_percent);
     let mut last_heartbeat = Instant::now();
     let (tx, rx) = mpsc::channel();
@@ -291,6 +294,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
                     Ok(new_sinks) => {
                         overrides.apply(&mut c);
                         config = *c;
+                        policy.allow.clone_from(&config.allow);
                         match shared.sigs.write() {
                             Ok(mut g) => *g = Arc::from(s),
                             Err(p) => *p.into_inner() = Arc::from(s),
@@ -364,7 +368,6 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
             p.cpu.history = h.iter().copied().collect();
         }
         let processes_seen = snap.processes.len();
-        policy.allow.clone_from(&config.allow);
         let report = judge::judge(&snap, &policy);
         let events = tracker.update(&report, &alive, &now(), Instant::now());
         send(&events);
