@@ -799,13 +799,7 @@ impl SyslogSink {
     pub fn connect(transport: SyslogTransport, fields: Fields) -> io::Result<Self> {
         let conn = Conn::open(&transport)
             .map_err(|e| with_context(e, format_args!("syslog {transport}")))?;
-        Ok(SyslogSink {
-            transport,
-            fields,
-            conn: Some(conn),
-            pid: std::process::id(),
-            local_hostname: local_hostname(),
-        })
+        Ok(Self::with(transport, fields, Some(conn)))
     }
 
     /// Like [`SyslogSink::connect`], but a destination that cannot be
@@ -817,6 +811,10 @@ impl SyslogSink {
                 tracing::warn!("syslog {transport}: {e}; will retry on every event");
             })
             .ok();
+        Self::with(transport, fields, conn)
+    }
+
+    fn with(transport: SyslogTransport, fields: Fields, conn: Option<Conn>) -> Self {
         SyslogSink {
             transport,
             fields,
@@ -959,22 +957,20 @@ pub struct JournaldSink {
 
 impl JournaldSink {
     pub fn connect(socket: &Path) -> io::Result<Self> {
-        let sock = Self::open(socket)?;
         Ok(JournaldSink {
             path: socket.to_path_buf(),
-            sock: Some(sock),
+            sock: Some(Self::open(socket)?),
         })
     }
 
     /// Like [`JournaldSink::connect`], but a socket that is not there yet is
     /// only warned about: every `send` tries again.
     pub fn lazy(socket: &Path) -> Self {
-        let sock = Self::open(socket)
-            .map_err(|e| tracing::warn!("{e}; will retry on every event"))
-            .ok();
         JournaldSink {
             path: socket.to_path_buf(),
-            sock,
+            sock: Self::open(socket)
+                .map_err(|e| tracing::warn!("{e}; will retry on every event"))
+                .ok(),
         }
     }
 
