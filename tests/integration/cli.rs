@@ -468,16 +468,8 @@ fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
     // As an unprivileged user, a root process's maps and exe are refused.
     if nix_is_root() {
         use std::os::unix::process::CommandExt;
-        let out = Command::new(BIN)
-            .args([
-                "scan",
-                "--format",
-                "json",
-                "--window",
-                "0.3",
-                "--pid",
-                &tree.pid().to_string(),
-            ])
+        let out = crate::scan_json(tree.pid())
+            .args(["--window", "0.3"])
             .uid(65534)
             .gid(65534)
             .output()

@@ -95,8 +95,7 @@ fn worker_hidden_by_an_ld_preload_rootkit_is_still_found_and_convicted() {
     assert!(has(&ls_proc(None, pid)));
     assert!(!has(&ls_proc(Some(&hider), pid)), "the hider does not hide");
 
-    let out = Command::new(BIN)
-        .args(["scan", "--format", "json", "--pid", &pid.to_string()])
+    let out = crate::scan_json(pid)
         .env("LD_PRELOAD", &hider)
         .env("MW_HIDE_PID", pid.to_string())
         .output()
@@ -170,16 +169,8 @@ fn a_mount_over_the_proc_entry_of_a_worker_is_found() {
         !std::path::Path::new(&format!("/proc/{pid}/status")).exists(),
         "the mount hides it"
     );
-    let out = Command::new(BIN)
-        .args([
-            "scan",
-            "--format",
-            "json",
-            "--window",
-            "1",
-            "--pid",
-            &pid.to_string(),
-        ])
+    let out = crate::scan_json(pid)
+        .args(["--window", "1"])
         .output()
         .expect("minerwatch runs");
     let r = reports_proc_mount(&out, pid);
@@ -247,17 +238,8 @@ fn persistence_and_preloads_in_a_root_tree_are_found_and_linked_to_the_miner() {
     write("etc/sysctl.d/99-tune.conf", "vm.nr_hugepages = 1168\n");
     write("sys/module/msr/parameters/allow_writes", "on\n");
 
-    let out = Command::new(BIN)
-        .args([
-            "scan",
-            "--format",
-            "json",
-            "--window",
-            "1",
-            "--pid",
-            &pid.to_string(),
-            "--root",
-        ])
+    let out = crate::scan_json(pid)
+        .args(["--window", "1", "--root"])
         .arg(r)
         .output()
         .expect("minerwatch runs");

@@ -33,6 +33,14 @@ pub fn minerwatch(args: &[&str]) -> Output {
         .expect("minerwatch runs")
 }
 
+/// `minerwatch scan --format json --pid PID`, for the test to add flags,
+/// environment or a user to before running it.
+pub fn scan_json(pid: i32) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["scan", "--format", "json", "--pid", &pid.to_string()]);
+    cmd
+}
+
 /// The JSON document a run printed, after checking that it exited with
 /// `code` (its stderr in the message when not).
 pub fn json_out(out: &Output, code: i32) -> Value {
