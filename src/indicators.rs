@@ -16,6 +16,7 @@ struct File {
     wallet: Wallet,
     names: Names,
     paths: Paths,
+    proxy: Proxy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +53,13 @@ struct Paths {
     staging_dirs: Vec<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Proxy {
+    ports: Vec<u16>,
+    programs: Vec<String>,
+}
+
 /// Parsed, validated indicators.
 #[derive(Debug, Clone)]
 pub struct Indicators {
@@ -64,6 +72,10 @@ pub struct Indicators {
     pub campaign_names: Vec<String>,
     pub kernel_thread_prefixes: Vec<String>,
     pub staging_dirs: Vec<String>,
+    /// Loopback ports local SOCKS and HTTP proxies listen on.
+    pub proxy_ports: Vec<u16>,
+    /// Names of proxy and tunnel programs (comm or executable basename).
+    pub proxy_programs: Vec<String>,
 }
 
 /// A problem in an indicator file.
@@ -92,6 +104,8 @@ impl Indicators {
             campaign_names: f.names.campaign,
             kernel_thread_prefixes: f.names.kernel_thread_prefixes,
             staging_dirs: f.paths.staging_dirs,
+            proxy_ports: f.proxy.ports,
+            proxy_programs: f.proxy.programs,
         })
     }
 
@@ -142,6 +156,8 @@ mod tests {
         let i = Indicators::embedded();
         assert!(i.pool_ports.contains(&3333));
         assert!(i.campaign_names.iter().any(|n| n == "kdevtmpfsi"));
+        assert!(i.proxy_ports.contains(&1080));
+        assert!(i.proxy_programs.iter().any(|n| n == "microsocks"));
     }
 
     #[test]

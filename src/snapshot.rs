@@ -202,12 +202,28 @@ pub struct Region {
     pub path: Option<String>,
 }
 
-/// An established TCP connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An established TCP connection (`/proc/PID/net/tcp{,6}`, matched to the
+/// process through the socket inodes in `/proc/PID/fd`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
+    /// Local end, `ip:port`.
     pub local: String,
     pub remote_ip: String,
     pub remote_port: u16,
+    /// For a connection to a loopback address: the local process holding
+    /// the other end, when it could be found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<LocalPeer>,
+}
+
+/// The local process at the other end of a loopback connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPeer {
+    pub pid: i32,
+    /// Its `comm`.
+    pub comm: String,
+    /// Target of its /proc/PID/exe, when readable.
+    pub exe: Option<String>,
 }
 
 /// A file scanned with the rules, once per run.

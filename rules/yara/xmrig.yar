@@ -63,7 +63,7 @@ rule stratum_xmrig_login_json
 rule stratum_xmrig_config_json
 {
     meta:
-        category = "stratum"
+        category = "xmrig"
         description = "XMRig JSON configuration (donate-level, pools and randomx/cpu tuning keys): a config file or in-memory config for the XMRig miner"
         scope = "any"
 

@@ -6,14 +6,22 @@
 //! clock, no globals: the same snapshot always gives the same report, which is
 //! what lets `analyze` judge a snapshot saved on another machine.
 //!
-//! Combination rules (DESIGN.md, "Verdicts"):
-//! - weak signals weigh 10, medium 30, strong 50; the score is their sum, at most 100;
-//! - `miner` needs a strong signal, evidence of activity (CPU or a pool
-//!   connection) and a score of 60;
+//! Combination rules (DESIGN.md, "Verdicts"; [`verdict`] has them exactly):
+//! - weak signals weigh 10, medium 30, strong 50;
+//! - shape is not proof: RandomX-sized memory, JIT regions and huge pages
+//!   describe JVMs, databases and emulators too, and never count toward a
+//!   level, with CPU or without;
+//! - `miner` needs a strong signal specific to RandomX or to a miner
+//!   (rounding-mode flips, RandomX code, miner data or code in memory or
+//!   on disk, a Stratum connection), evidence of activity (CPU, flips, pool
+//!   traffic) and a score of 60;
 //! - `suspicious` needs a score of 40 and a medium or strong signal, so no
 //!   single weak signal, nor any number of weak ones, gets there;
 //! - signals that only say a process *can* run RandomX (engine constants,
-//!   RandomX-sized memory, JIT code) never rise above `notice` on their own.
+//!   RandomX JIT code) never rise above `notice` on their own;
+//! - evidence against counts: busy threads that were sampled while they ran
+//!   and stayed at round-to-nearest are not hashing RandomX
+//!   (`rx.not_hashing`), and then its RandomX capability no longer counts.
 
 pub mod host;
 pub mod signals;
@@ -164,8 +172,9 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
         .iter()
         .filter_map(|p| {
             let mut signals = signals::detect(p, snapshot, policy);
-            // Strongest evidence first; ties keep detection order.
-            signals.sort_by_key(|s| std::cmp::Reverse(s.weight));
+            // Evidence against first (it explains a low level), then the
+            // strongest evidence; ties keep detection order.
+            signals.sort_by_key(|s| (s.kind != Kind::Against, std::cmp::Reverse(s.weight)));
             let (mut level, score) = verdict(&signals);
             let process = summary(p, snapshot);
             let allowed = policy
@@ -256,27 +265,50 @@ fn allows(r: &crate::agent::config::AllowRule, p: &ProcessFacts, s: &ProcessSumm
 }
 
 /// Combines one process's signals into a level and a score (0–100).
+///
+/// The level rests on the signals that count: never shape (RandomX-sized
+/// memory, JIT regions, huge pages: JVMs, databases and emulators have them
+/// too), and not RandomX capability either when the process was seen not
+/// hashing ([`Kind::Against`]). Of those:
+/// - `miner`: a strong signal, one specific to RandomX or to a miner
+///   ([`Signal::specific`]), activity, and a score of 60;
+/// - `suspicious`: a medium or strong signal and a score of 40;
+/// - `notice`: anything else, and any process whose counted signals only
+///   show what it can run.
+///
+/// The score is the sum of all weights, at most 100, held within the
+/// level's band (notice below 40, suspicious below 60, miner from 60).
 pub fn verdict(signals: &[Signal]) -> (Level, u32) {
-    if signals.is_empty() {
+    let evidence: Vec<&Signal> = signals.iter().filter(|s| s.kind != Kind::Against).collect();
+    if evidence.is_empty() {
         return (Level::Clean, 0);
     }
-    let mut score: u32 = signals.iter().map(|s| s.weight).sum::<u32>().min(100);
-    let strong = signals.iter().any(|s| s.strength == Strength::Strong);
-    let medium_or_strong = signals.iter().any(|s| s.strength >= Strength::Medium);
-    let active = signals.iter().any(|s| s.kind == Kind::Activity);
-    let capability_only = signals.iter().all(|s| s.kind == Kind::Capability);
-    let level = if capability_only {
-        score = score.min(39);
-        Level::Notice
-    } else if strong && active && score >= 60 {
-        Level::Miner
+    let not_hashing = signals.iter().any(|s| s.kind == Kind::Against);
+    let counted: Vec<&Signal> = evidence
+        .iter()
+        .copied()
+        .filter(|s| match s.kind {
+            Kind::Shape | Kind::Against => false,
+            Kind::Capability => !not_hashing,
+            Kind::Activity | Kind::Stealth | Kind::Intent => true,
+        })
+        .collect();
+    let total = evidence.iter().map(|s| s.weight).sum::<u32>().min(100);
+    let score: u32 = counted.iter().map(|s| s.weight).sum();
+    let strong = counted.iter().any(|s| s.strength == Strength::Strong);
+    let specific = counted.iter().any(|s| s.specific());
+    let active = counted.iter().any(|s| s.kind == Kind::Activity);
+    let medium_or_strong = counted.iter().any(|s| s.strength >= Strength::Medium);
+    let capability_only = counted.iter().all(|s| s.kind == Kind::Capability);
+    if capability_only {
+        (Level::Notice, total.min(39))
+    } else if strong && specific && active && score >= 60 {
+        (Level::Miner, total.max(60))
     } else if medium_or_strong && score >= 40 {
-        Level::Suspicious
+        (Level::Suspicious, total.clamp(40, 59))
     } else {
-        score = score.min(39);
-        Level::Notice
-    };
-    (level, score)
+        (Level::Notice, total.min(39))
+    }
 }
 
 #[cfg(test)]

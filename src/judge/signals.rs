@@ -36,14 +36,24 @@ impl Strength {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// It is doing work: CPU, a live pool connection.
+    /// It is doing work: CPU, rounding-mode flips, a live pool connection,
+    /// pool traffic in its memory.
     Activity,
-    /// It could run RandomX: engine code, RandomX-sized memory, JIT regions.
+    /// It holds RandomX code (engine constants, JIT-emitted programs): it
+    /// can run RandomX.
     Capability,
+    /// Its memory has RandomX's shape (dataset- or cache-sized anonymous
+    /// memory, JIT regions, huge pages), as JVMs, databases and emulators
+    /// do too: never evidence of mining on its own account.
+    Shape,
     /// It hides: deleted or staged binaries, fake names.
     Stealth,
     /// It is set up to mine: miner arguments, wallets, configs, miner code.
     Intent,
+    /// Evidence that it is not mining now (its busy threads, sampled while
+    /// they ran, stayed at round-to-nearest): weighs nothing, and the
+    /// verdict no longer counts its RandomX capability.
+    Against,
 }
 
 /// One piece of evidence against a process.
@@ -64,9 +74,22 @@ impl Signal {
             id: id.to_string(),
             strength,
             kind,
-            weight: strength.weight(),
+            weight: if kind == Kind::Against {
+                0
+            } else {
+                strength.weight()
+            },
             evidence,
         }
+    }
+
+    /// Evidence specific to RandomX or to a miner (rounding-mode flips,
+    /// RandomX code, miner data or code, a Stratum connection, miner
+    /// arguments or configs), not a coincidence of size, CPU or stealth that
+    /// benign programs share.
+    pub fn specific(&self) -> bool {
+        self.strength >= Strength::Medium
+            && matches!(self.kind, Kind::Activity | Kind::Capability | Kind::Intent)
     }
 }
 
@@ -79,13 +102,14 @@ pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Sig
     let mut out = Vec::new();
     let busy = cpu(p, snap, policy, &mut out);
     memory(p, busy, &mut out);
+    let shaped = out.iter().any(|s| s.kind == Kind::Shape);
     rounding(p, busy, &mut out);
     code(p, snap, &mut out);
     memory_code(p, &mut out);
     let pools = pools_named(p, policy);
     cmdline(p, policy, &mut out);
     configs(p, &mut out);
-    network(p, &pools, policy, &mut out);
+    network(p, &pools, shaped, policy, &mut out);
     identity(p, policy, &mut out);
     hiding(p, snap, &mut out);
     out
@@ -239,8 +263,8 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
             }
             out.push(Signal::new(
                 "rx.memory_layout",
-                Strength::Strong,
-                Kind::Activity,
+                Strength::Medium,
+                Kind::Shape,
                 evidence,
             ));
             return;
@@ -251,7 +275,7 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
         out.push(Signal::new(
             "mem.randomx_region",
             Strength::Medium,
-            Kind::Capability,
+            Kind::Shape,
             region,
         ));
     }
@@ -259,7 +283,7 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
         out.push(Signal::new(
             "mem.jit",
             Strength::Weak,
-            Kind::Capability,
+            Kind::Shape,
             format!(
                 "{}: executable anonymous memory, as JIT compilers (RandomX among them) make",
                 describe(jit)
@@ -270,13 +294,23 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
         out.push(Signal::new(
             "mem.huge_pages",
             Strength::Weak,
-            Kind::Capability,
+            Kind::Shape,
             h,
         ));
     }
 }
 
 const MODE_NAMES: [&str; 4] = ["nearest", "down", "up", "toward zero"];
+
+/// Samples taken while its threads ran, all at round-to-nearest, from which
+/// a process is not hashing RandomX: a RandomX thread leaves round-to-nearest
+/// in 60–74 % of samples (SIGNALS.md §1), so 8 nearest samples in a row
+/// happen to one in about 1,500 (0.4^8).
+pub const NOT_HASHING_SAMPLES: usize = 8;
+/// Share of the CPU of its sampled threads that the threads seen running
+/// must account for: a busy thread that slept through its samples is not
+/// cleared by a quiet one that ran.
+const NOT_HASHING_CPU_SHARE: f64 = 0.8;
 
 fn rounding(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
     let Some(f) = &p.fpu else { return };
@@ -300,6 +334,15 @@ fn rounding(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
                 if f.threads.len() == 1 { "" } else { "s" },
             ),
         ));
+    } else if f.non_default == 0
+        && let Some(evidence) = not_hashing(p, f)
+    {
+        out.push(Signal::new(
+            "rx.not_hashing",
+            Strength::Weak,
+            Kind::Against,
+            evidence,
+        ));
     }
     if let Some(tracer) = f.traced_by.filter(|_| busy) {
         out.push(Signal::new(
@@ -311,6 +354,59 @@ fn rounding(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
             ),
         ));
     }
+}
+
+/// The evidence that a process whose samples all stayed at round-to-nearest
+/// is not hashing RandomX, when its threads were seen running often enough;
+/// `None` when they were not (a stopped, throttled or sleeping thread's
+/// samples repeat its last state and prove nothing).
+fn not_hashing(p: &ProcessFacts, f: &crate::observe::fpu::FpuFacts) -> Option<String> {
+    let cpu_of = |tid: i32| p.cpu.threads.iter().find(|t| t.tid == tid);
+    let percent = |tid: i32| cpu_of(tid).map_or(0.0, |t| t.percent);
+    let (seen, unseen): (Vec<_>, Vec<_>) = f.threads.iter().partition(|t| t.ran_samples() > 0);
+    let ran: usize = seen.iter().map(|t| t.ran_samples()).sum();
+    let seen_cpu: f64 = seen.iter().map(|t| percent(t.tid)).sum();
+    let sampled_cpu: f64 = f.threads.iter().map(|t| percent(t.tid)).sum();
+    if ran < NOT_HASHING_SAMPLES || seen_cpu < NOT_HASHING_CPU_SHARE * sampled_cpu {
+        return None;
+    }
+    let name = |tid: i32| {
+        cpu_of(tid).map_or_else(
+            || format!("{tid}"),
+            |t| format!("{tid} '{}' at {:.0} %", t.name, t.percent),
+        )
+    };
+    let mut evidence = match seen.as_slice() {
+        [one] => format!(
+            "{ran} samples of its busy thread {} taken while it ran",
+            name(one.tid)
+        ),
+        many => format!(
+            "{ran} samples of {} busy threads taken while they ran ({})",
+            many.len(),
+            many.iter()
+                .map(|t| format!("{}: {}", name(t.tid), t.ran_samples()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    evidence.push_str(
+        ", all round-to-nearest: not RandomX at work (RandomX's CFROUND leaves round-to-nearest in about 2 of 3 samples)",
+    );
+    for t in unseen {
+        let doing = if t.idle.is_empty() {
+            t.error.clone().unwrap_or_else(|| "not running".into())
+        } else {
+            t.idle.join(", ")
+        };
+        evidence.push_str(&format!(
+            "; thread {} was not seen running ({doing}): its {} sample{} prove nothing",
+            name(t.tid),
+            t.modes.len(),
+            if t.modes.len() == 1 { "" } else { "s" },
+        ));
+    }
+    Some(evidence)
 }
 
 fn binary<'a>(snap: &'a HostSnapshot, id: &str) -> Option<&'a BinaryFacts> {
@@ -417,10 +513,17 @@ fn memory_code(p: &ProcessFacts, out: &mut Vec<Signal>) {
     }
     let miner = describe(&["xmrig", "miner", "stratum"]);
     if !miner.is_empty() {
+        // A pool login or job in its memory: it talks to a pool, which is
+        // activity even when the CPU is held low and the socket is proxied.
+        let traffic = scan.matches.iter().any(|m| m.category == "stratum");
         out.push(Signal::new(
             "mem.miner_strings",
             Strength::Strong,
-            Kind::Intent,
+            if traffic {
+                Kind::Activity
+            } else {
+                Kind::Intent
+            },
             format!("process memory holds miner data: {}", miner.join("; ")),
         ));
     }
@@ -591,10 +694,17 @@ fn configs(p: &ProcessFacts, out: &mut Vec<Signal>) {
     }
 }
 
-fn network(p: &ProcessFacts, pools: &[PoolRef], policy: &Policy, out: &mut Vec<Signal>) {
+fn network(
+    p: &ProcessFacts,
+    pools: &[PoolRef],
+    shaped: bool,
+    policy: &Policy,
+    out: &mut Vec<Signal>,
+) {
     let ind = &policy.indicators;
     let mut stratum = Vec::new();
     let mut pool_port = Vec::new();
+    let mut proxy = Vec::new();
     for c in &p.connections {
         let named = pools.iter().find(|pool| {
             pool.port == c.remote_port
@@ -610,7 +720,20 @@ fn network(p: &ProcessFacts, pools: &[PoolRef], policy: &Policy, out: &mut Vec<S
             ));
         } else if ind.pool_ports.contains(&c.remote_port) {
             pool_port.push(format!("{}:{}", c.remote_ip, c.remote_port));
+        } else if shaped && let Some(what) = local_proxy(c, ind) {
+            proxy.push(what);
         }
+    }
+    if !proxy.is_empty() {
+        out.push(Signal::new(
+            "net.local_proxy",
+            Strength::Weak,
+            Kind::Stealth,
+            format!(
+                "RandomX-shaped and connected to a local proxy: {} (a miner behind a proxy shows no pool connection of its own)",
+                proxy.join(", ")
+            ),
+        ));
     }
     if !stratum.is_empty() {
         out.push(Signal::new(
@@ -630,6 +753,36 @@ fn network(p: &ProcessFacts, pools: &[PoolRef], policy: &Policy, out: &mut Vec<S
                 pool_port.join(", ")
             ),
         ));
+    }
+}
+
+/// A loopback connection to a proxy: a listener whose program or port is
+/// one proxies use.
+fn local_proxy(
+    c: &crate::snapshot::Connection,
+    ind: &crate::indicators::Indicators,
+) -> Option<String> {
+    let loopback = c
+        .remote_ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return None;
+    }
+    let at = format!("{}:{}", c.remote_ip, c.remote_port);
+    let program = c.peer.as_ref().filter(|peer| {
+        let exe = peer
+            .exe
+            .as_deref()
+            .map(|e| basename(e.trim_end_matches(" (deleted)")));
+        ind.proxy_programs
+            .iter()
+            .any(|n| n == &peer.comm || Some(n.as_str()) == exe)
+    });
+    match (program, ind.proxy_ports.contains(&c.remote_port)) {
+        (Some(peer), _) => Some(format!("{at}, served by {} (pid {})", peer.comm, peer.pid)),
+        (None, true) => Some(format!("{at}, a port local proxies listen on")),
+        (None, false) => None,
     }
 }
 

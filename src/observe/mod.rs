@@ -10,12 +10,14 @@
 //! average over one window (the agent keeps history); only TCP connections in
 //! the ESTABLISHED state are listed.
 
+pub mod candidates;
 pub mod config;
 pub mod files;
 pub mod fpu;
 pub mod host;
 pub mod memory;
 pub mod memscan;
+mod net;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,8 +33,6 @@ use files::FileKey;
 
 /// The flag in `stat` that marks a kernel thread.
 const PF_KTHREAD: u32 = 0x0020_0000;
-/// CPU (percent of a core) from which a process's libraries are scanned too.
-const CANDIDATE_CPU_PERCENT: f64 = 10.0;
 /// Ancestry chains are cut at this length (a loop would be a kernel bug).
 const MAX_ANCESTRY: usize = 64;
 
@@ -429,6 +429,15 @@ impl<'r, 'c> BinaryCache<'r, 'c> {
             .collect()
     }
 
+    /// Whether any of the files `ids` matched a rule of `category`.
+    fn has_category<'a>(&self, mut ids: impl Iterator<Item = &'a String>, category: &str) -> bool {
+        ids.any(|id| {
+            self.known
+                .values()
+                .any(|b| &b.id == id && b.matches.iter().any(|m| m.category == category))
+        })
+    }
+
     /// Records that this run refers to a file scanned on an earlier run.
     fn touch(&mut self, key: FileKey) {
         if self.known.contains_key(&key) && !self.used.contains(&key) {
@@ -766,13 +775,13 @@ pub fn observe_with(
     }
 
     // 5. Sockets, libraries of candidates, ancestry.
-    connections(&mut alive, &mut gaps);
+    net::connections(&mut alive, &opts.proc_root, &mut gaps);
     let me_exe = files::open_regular(&opts.proc_root.join("self").join("exe"), false)
         .ok()
         .map(|(_, k)| (k.dev, k.ino));
     let mut memory_left = MAX_MEMORY_PER_SCAN;
     for t in &mut alive {
-        if is_candidate(&t.facts) {
+        if candidates::library_candidate(&t.facts) {
             scan_libraries(t, &users, &mut cache, &opts.proc_root, &mut gaps);
         }
         // Checked recently (the agent): reuse, do not stop or read it again.
@@ -786,32 +795,35 @@ pub fn observe_with(
             t.facts.memory_scan = d.memory_scan.clone();
             continue;
         }
-        if opts.ptrace && is_fpu_candidate(&t.facts, !opts.pids.is_empty()) {
-            let tids: Vec<i32> = t
-                .facts
-                .cpu
-                .threads
-                .iter()
-                .filter(|th| th.percent >= FPU_THREAD_PERCENT)
-                .map(|th| th.tid)
-                .collect();
-            if !tids.is_empty() {
-                let facts = fpu::sample(
-                    &opts.proc_root,
-                    t.facts.pid,
-                    &tids,
-                    &fpu::SampleOptions::default(),
-                );
-                if let Some(why) = &facts.refused {
-                    gaps.inaccessible.insert(t.facts.pid);
-                    gaps.note(Some(t.facts.pid), "ptrace (FPU sampling)", why.clone());
-                }
-                t.facts.fpu = Some(facts);
+        // Only a process that used some CPU can be a candidate: look up its
+        // binaries' matches for those alone.
+        let randomx_code = t.facts.cpu.percent >= candidates::SHAPED_PROCESS_PERCENT && {
+            let ids = t.facts.exe_binary.iter().chain(&t.facts.library_binaries);
+            cache.has_category(ids, "randomx")
+        };
+        let plan = opts
+            .ptrace
+            .then(|| candidates::fpu_plan(&t.facts, !opts.pids.is_empty(), randomx_code))
+            .flatten();
+        if let Some(plan) = plan {
+            let how = match plan.pace {
+                candidates::Pace::Busy => fpu::SampleOptions::default(),
+                candidates::Pace::LowDuty => fpu::SampleOptions::low_duty(),
+            };
+            let facts = fpu::sample(&opts.proc_root, t.facts.pid, &plan.tids, &how);
+            if let Some(why) = &facts.refused {
+                gaps.inaccessible.insert(t.facts.pid);
+                gaps.note(Some(t.facts.pid), "ptrace (FPU sampling)", why.clone());
             }
+            t.facts.fpu = Some(facts);
         }
         // Another minerwatch holds our compiled rules in memory: not a miner.
         let is_minerwatch = me_exe.is_some() && t.exe_key.map(|k| (k.dev, k.ino)) == me_exe;
-        if opts.memory && memory_left > 0 && !is_minerwatch && is_memory_candidate(&t.facts) {
+        if opts.memory
+            && memory_left > 0
+            && !is_minerwatch
+            && candidates::memory_candidate(&t.facts)
+        {
             let budget = memscan::Budget {
                 per_process: opts.memory_budget.per_process.min(memory_left),
                 ..opts.memory_budget
@@ -1053,56 +1065,8 @@ fn host_info(clock_ticks: u64, root: &Path) -> HostInfo {
     }
 }
 
-/// CPU (percent of a core) from which a process is busy enough to sample.
-const FPU_PROCESS_PERCENT: f64 = 15.0;
-/// CPU from which one of its threads is sampled.
-const FPU_THREAD_PERCENT: f64 = 10.0;
-
-/// Worth stopping for microseconds to read its rounding mode: busy, and
-/// RandomX-shaped (JIT code or RandomX-sized memory), hiding (no binary on
-/// disk, a kernel-thread disguise), or named with `--pid` (`scoped`). Idle
-/// processes are never touched.
-fn is_fpu_candidate(f: &ProcessFacts, scoped: bool) -> bool {
-    if f.kernel_thread || f.cpu.percent < FPU_PROCESS_PERCENT {
-        return false;
-    }
-    let shaped = f
-        .memory
-        .as_ref()
-        .is_some_and(|m| !m.exec_anon.is_empty() || rx_sized(m));
-    let hiding = exe_gone(f) || f.cmdline.first().is_some_and(|a| a.starts_with('['));
-    shaped || hiding || scoped
-}
-
-fn rx_sized(m: &MemoryFacts) -> bool {
-    m.large_anon.iter().any(|r| memory::randomx_sized(r.size))
-}
-
-/// Its executable is deleted or lives only in memory (memfd).
-fn exe_gone(f: &ProcessFacts) -> bool {
-    f.exe
-        .as_deref()
-        .is_some_and(|e| e.ends_with(" (deleted)") || e.starts_with("/memfd:"))
-}
-
 /// Memory read by all memory scans of one run together.
 const MAX_MEMORY_PER_SCAN: u64 = 512 * 1024 * 1024;
-
-/// Worth reading the memory of: busy, RandomX-shaped, or hiding its binary.
-fn is_memory_candidate(f: &ProcessFacts) -> bool {
-    if f.kernel_thread {
-        return false;
-    }
-    let rx_shaped = f.memory.as_ref().is_some_and(rx_sized);
-    f.cpu.percent >= CANDIDATE_CPU_PERCENT || rx_shaped || exe_gone(f)
-}
-
-fn is_candidate(f: &ProcessFacts) -> bool {
-    f.cpu.percent >= CANDIDATE_CPU_PERCENT
-        || f.memory
-            .as_ref()
-            .is_some_and(|m| !m.exec_anon.is_empty() || !m.large_anon.is_empty())
-}
 
 /// What reading a process's details needs besides the process: who the
 /// users are, where procfs is, and the configs already looked for this run.
@@ -1261,82 +1225,6 @@ impl DetailReader<'_> {
                 t.facts.configs.push(c);
             }
         }
-    }
-}
-
-/// Established TCP connections of each process, per network namespace.
-fn connections(tracked: &mut [Tracked], gaps: &mut Gaps) {
-    let mut tables: HashMap<String, HashMap<u64, Connection>> = HashMap::new();
-    for t in tracked.iter_mut() {
-        if t.socket_inodes.is_empty() {
-            continue;
-        }
-        let pid = t.facts.pid;
-        let ns = match &t.net_ns {
-            Some(ns) => ns.clone(),
-            None => match t.process.namespaces() {
-                Ok(n) => {
-                    let ns =
-                        n.0.get(std::ffi::OsStr::new("net"))
-                            .map(|n| format!("{}:{}", n.identifier, n.device_id))
-                            .unwrap_or_default();
-                    t.net_ns = Some(ns.clone());
-                    ns
-                }
-                Err(e) => {
-                    gaps.record(Some(pid), "net namespace", &e);
-                    continue;
-                }
-            },
-        };
-        if !tables.contains_key(&ns) {
-            let mut table = HashMap::new();
-            for (name, entries) in [("net/tcp", t.process.tcp()), ("net/tcp6", t.process.tcp6())] {
-                match entries {
-                    Ok(entries) => {
-                        for e in entries {
-                            if e.state == procfs::net::TcpState::Established {
-                                table.insert(e.inode, connection(&e));
-                            }
-                        }
-                    }
-                    Err(err) => gaps.record(Some(pid), name, &err),
-                }
-            }
-            tables.insert(ns.clone(), table);
-        }
-        if let Some(table) = tables.get(&ns) {
-            let mut conns: Vec<Connection> = t
-                .socket_inodes
-                .iter()
-                .filter_map(|i| table.get(i).cloned())
-                .collect();
-            conns.sort_by(|a, b| (&a.remote_ip, a.remote_port).cmp(&(&b.remote_ip, b.remote_port)));
-            conns.dedup();
-            t.facts.connections = conns;
-        }
-    }
-}
-
-fn plain_ip(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        v4 => v4.to_string(),
-    }
-}
-
-fn connection(e: &procfs::net::TcpNetEntry) -> Connection {
-    Connection {
-        local: format!(
-            "{}:{}",
-            plain_ip(e.local_address.ip()),
-            e.local_address.port()
-        ),
-        remote_ip: plain_ip(e.remote_address.ip()),
-        remote_port: e.remote_address.port(),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Counts, Render};
-use crate::judge::{Finding, Level, Report};
+use crate::judge::{Finding, Kind, Level, Report};
 
 /// `--format text`.
 pub struct Text {
@@ -65,17 +65,28 @@ impl Text {
         if let Some(c) = &p.container {
             writeln!(out, "{indent}container {}", clean(c))?;
         }
+        // Evidence against (it comes first) is always shown, beside the
+        // strongest evidence for.
+        let against = f
+            .signals
+            .iter()
+            .take_while(|s| s.kind == Kind::Against)
+            .count();
         let shown = if self.verbose || f.level >= Level::Suspicious {
             f.signals.len()
         } else {
-            SHOWN_SIGNALS.min(f.signals.len())
+            (against + SHOWN_SIGNALS).min(f.signals.len())
         };
         let signals = &f.signals;
         for s in &signals[..shown] {
+            let weight = if s.kind == Kind::Against {
+                "-".to_string()
+            } else {
+                format!("+{}", s.weight)
+            };
             writeln!(
                 out,
-                "{indent}+{:<3} {:<24} {}",
-                s.weight,
+                "{indent}{weight:<4} {:<24} {}",
                 s.id,
                 clean(&s.evidence)
             )?;

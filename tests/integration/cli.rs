@@ -37,7 +37,7 @@ fn analyze_text_matches_golden_file() {
 fn analyze_json_follows_the_contract() {
     let out = minerwatch(&[
         "analyze",
-        &fixture("xmrig-fast-hugepages"),
+        &fixture("xmrig-pool"),
         "--format",
         "json",
     ]);
@@ -74,7 +74,7 @@ fn analyze_json_follows_the_contract() {
 
 #[test]
 fn analyze_ndjson_has_findings_then_summary() {
-    let out = minerwatch(&["analyze", &fixture("xmrig-light"), "--format", "ndjson"]);
+    let out = minerwatch(&["analyze", &fixture("xmrig-pool"), "--format", "ndjson"]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = text
@@ -92,7 +92,7 @@ fn analyze_ndjson_has_findings_then_summary() {
 #[test]
 fn fail_on_sets_the_exit_code() {
     let _stable = support::host_state_stable();
-    let f = fixture("xmrig-light");
+    let f = fixture("xmrig-pool");
     assert_eq!(
         minerwatch(&["analyze", &f, "--fail-on", "miner"])
             .status
