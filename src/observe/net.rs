@@ -2,10 +2,12 @@
 //! (one read per network namespace) and the socket inodes in
 //! `/proc/PID/fd`; for a connection to a loopback address, the local process
 //! holding the other end (a local proxy, a database), found among the
-//! processes observed or, when it is not one of them, in the fd tables of
+//! processes observed or, for RandomX-shaped processes, in the fd tables of
 //! the others.
 //!
-//! Limits: only the ESTABLISHED state is listed; UDP and UNIX sockets are not.
+//! Limits: only the ESTABLISHED state is listed; UDP and UNIX sockets are
+//! not; the peer of a loopback connection is named only when its process is
+//! observed, or when the connection is a RandomX-shaped process's.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -87,10 +89,18 @@ pub(super) fn connections(tracked: &mut [Tracked], proc_root: &Path, gaps: &mut 
             owners.insert(*inode, peer_of(t));
         }
     }
-    let missing: HashSet<u64> = wanted
+    // Walking every fd table costs: only for the peers of RandomX-shaped
+    // processes, where the judge asks whether the peer is a proxy.
+    let missing: HashSet<u64> = loopback
         .iter()
-        .filter(|i| !owners.contains_key(i))
-        .copied()
+        .filter(|(ti, _, inode)| {
+            !owners.contains_key(inode)
+                && tracked
+                    .get(*ti)
+                    .and_then(|t| t.facts.memory.as_ref())
+                    .is_some_and(super::candidates::rx_shaped)
+        })
+        .map(|(_, _, inode)| *inode)
         .collect();
     if !missing.is_empty() {
         let seen: HashSet<i32> = tracked.iter().map(|t| t.facts.pid).collect();
