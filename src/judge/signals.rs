@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod pool;
+mod rounding;
+
 use super::Policy;
 use crate::observe::memory::{RANDOMX_CACHE, RANDOMX_DATASET};
 use crate::snapshot::{BinaryFacts, HostSnapshot, ProcessFacts, Region, RuleMatch};
@@ -103,13 +106,13 @@ pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Sig
     let busy = cpu(p, snap, policy, &mut out);
     memory(p, busy, &mut out);
     let shaped = out.iter().any(|s| s.kind == Kind::Shape);
-    rounding(p, busy, &mut out);
+    rounding::rounding(p, busy, &mut out);
     code(p, snap, &mut out);
     memory_code(p, &mut out);
-    let pools = pools_named(p, policy);
-    cmdline(p, policy, &mut out);
-    configs(p, &mut out);
-    network(p, &pools, shaped, policy, &mut out);
+    let pools = pool::pools_named(p, policy);
+    pool::cmdline(p, policy, &mut out);
+    pool::configs(p, &mut out);
+    pool::network(p, &pools, shaped, policy, &mut out);
     identity(p, policy, &mut out);
     hiding(p, snap, &mut out);
     out
@@ -300,115 +303,6 @@ fn memory(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
     }
 }
 
-const MODE_NAMES: [&str; 4] = ["nearest", "down", "up", "toward zero"];
-
-/// Samples taken while its threads ran, all at round-to-nearest, from which
-/// a process is not hashing RandomX: a RandomX thread leaves round-to-nearest
-/// in 60–74 % of samples (SIGNALS.md §1), so 8 nearest samples in a row
-/// happen to one in about 1,500 (0.4^8).
-pub const NOT_HASHING_SAMPLES: usize = 8;
-/// Share of the CPU of its sampled threads that the threads seen running
-/// must account for: a busy thread that slept through its samples is not
-/// cleared by a quiet one that ran.
-const NOT_HASHING_CPU_SHARE: f64 = 0.8;
-
-fn rounding(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
-    let Some(f) = &p.fpu else { return };
-    if f.modes.len() >= 2 {
-        let names: Vec<&str> = f
-            .modes
-            .iter()
-            .filter_map(|m| MODE_NAMES.get(usize::from(*m)).copied())
-            .collect();
-        let share = f.non_default_share().unwrap_or(0.0) * 100.0;
-        out.push(Signal::new(
-            "rx.rounding_modes",
-            Strength::Strong,
-            Kind::Activity,
-            format!(
-                "{} FPU rounding modes ({}) seen in {} samples of {} thread{}, {share:.0} % not round-to-nearest: RandomX's CFROUND at work (benign programs stay at nearest)",
-                f.modes.len(),
-                names.join(", "),
-                f.samples,
-                f.threads.len(),
-                if f.threads.len() == 1 { "" } else { "s" },
-            ),
-        ));
-    } else if f.non_default == 0
-        && let Some(evidence) = not_hashing(p, f)
-    {
-        out.push(Signal::new(
-            "rx.not_hashing",
-            Strength::Weak,
-            Kind::Against,
-            evidence,
-        ));
-    }
-    if let Some(tracer) = f.traced_by.filter(|_| busy) {
-        out.push(Signal::new(
-            "ptrace.already_traced",
-            Strength::Weak,
-            Kind::Stealth,
-            format!(
-                "busy and already traced by pid {tracer}: a debugger, or a guard against inspection"
-            ),
-        ));
-    }
-}
-
-/// The evidence that a process whose samples all stayed at round-to-nearest
-/// is not hashing RandomX, when its threads were seen running often enough;
-/// `None` when they were not (a stopped, throttled or sleeping thread's
-/// samples repeat its last state and prove nothing).
-fn not_hashing(p: &ProcessFacts, f: &crate::observe::fpu::FpuFacts) -> Option<String> {
-    let cpu_of = |tid: i32| p.cpu.threads.iter().find(|t| t.tid == tid);
-    let percent = |tid: i32| cpu_of(tid).map_or(0.0, |t| t.percent);
-    let (seen, unseen): (Vec<_>, Vec<_>) = f.threads.iter().partition(|t| t.ran_samples() > 0);
-    let ran: usize = seen.iter().map(|t| t.ran_samples()).sum();
-    let seen_cpu: f64 = seen.iter().map(|t| percent(t.tid)).sum();
-    let sampled_cpu: f64 = f.threads.iter().map(|t| percent(t.tid)).sum();
-    if ran < NOT_HASHING_SAMPLES || seen_cpu < NOT_HASHING_CPU_SHARE * sampled_cpu {
-        return None;
-    }
-    let name = |tid: i32| {
-        cpu_of(tid).map_or_else(
-            || format!("{tid}"),
-            |t| format!("{tid} '{}' at {:.0} %", t.name, t.percent),
-        )
-    };
-    let mut evidence = match seen.as_slice() {
-        [one] => format!(
-            "{ran} samples of its busy thread {} taken while it ran",
-            name(one.tid)
-        ),
-        many => format!(
-            "{ran} samples of {} busy threads taken while they ran ({})",
-            many.len(),
-            many.iter()
-                .map(|t| format!("{}: {}", name(t.tid), t.ran_samples()))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    };
-    evidence.push_str(
-        ", all round-to-nearest: not RandomX at work (RandomX's CFROUND leaves round-to-nearest in about 2 of 3 samples)",
-    );
-    for t in unseen {
-        let doing = if t.idle.is_empty() {
-            t.error.clone().unwrap_or_else(|| "not running".into())
-        } else {
-            t.idle.join(", ")
-        };
-        evidence.push_str(&format!(
-            "; thread {} was not seen running ({doing}): its {} sample{} prove nothing",
-            name(t.tid),
-            t.modes.len(),
-            if t.modes.len() == 1 { "" } else { "s" },
-        ));
-    }
-    Some(evidence)
-}
-
 fn binary<'a>(snap: &'a HostSnapshot, id: &str) -> Option<&'a BinaryFacts> {
     snap.binaries.iter().find(|b| b.id == id)
 }
@@ -538,254 +432,6 @@ fn memory_code(p: &ProcessFacts, out: &mut Vec<Signal>) {
     }
 }
 
-/// A pool endpoint named by a command line or config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PoolRef {
-    text: String,
-    host: String,
-    port: u16,
-}
-
-fn parse_pool(text: &str) -> Option<PoolRef> {
-    let rest = text.split_once("://").map_or(text, |(_, r)| r);
-    let rest = rest.split(['/', '?']).next()?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let (host, port) = rest.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then(|| PoolRef {
-        text: text.to_string(),
-        host: host.to_ascii_lowercase(),
-        port,
-    })
-}
-
-/// The arguments as the program saw them. A process that rewrote its
-/// command line (setproctitle) shows one string with spaces: split it.
-fn args(p: &ProcessFacts) -> Vec<String> {
-    match p.cmdline.as_slice() {
-        [one] if one.trim().contains(' ') => one.split_whitespace().map(String::from).collect(),
-        all => all.to_vec(),
-    }
-}
-
-fn pools_named(p: &ProcessFacts, policy: &Policy) -> Vec<PoolRef> {
-    let ind = &policy.indicators;
-    let mut pools = Vec::new();
-    let args = &args(p);
-    for (i, a) in args.iter().enumerate() {
-        if ind.stratum_schemes.iter().any(|s| a.contains(s.as_str())) {
-            if let Some(pos) = ind
-                .stratum_schemes
-                .iter()
-                .filter_map(|s| a.find(s.as_str()))
-                .min()
-            {
-                pools.extend(parse_pool(&a[pos..]));
-            }
-        } else if a == "-o" || a == "--url" {
-            if let Some(v) = args.get(i + 1) {
-                pools.extend(parse_pool(v));
-            }
-        } else if let Some(v) = a.strip_prefix("--url=").or_else(|| a.strip_prefix("-o=")) {
-            pools.extend(parse_pool(v));
-        }
-    }
-    for c in &p.configs {
-        for pool in &c.pools {
-            if let Some(url) = &pool.url {
-                pools.extend(parse_pool(url));
-            }
-        }
-    }
-    pools.dedup();
-    pools
-}
-
-fn cmdline(p: &ProcessFacts, policy: &Policy, out: &mut Vec<Signal>) {
-    let ind = &policy.indicators;
-    let args = &args(p);
-    let mut found: Vec<String> = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        if let Some(s) = ind.stratum_schemes.iter().find(|s| a.contains(s.as_str())) {
-            found.push(format!("pool URL '{a}' ({s})"));
-        }
-        let flag = a.split('=').next().unwrap_or(a);
-        if ind.miner_flags.iter().any(|f| f == a || f == flag) {
-            found.push(format!("miner option '{a}'"));
-        }
-        let algo = if a == "-a" || a == "--algo" {
-            args.get(i + 1).map(String::as_str)
-        } else {
-            a.strip_prefix("--algo=")
-        };
-        if let Some(algo) = algo.filter(|v| ind.algorithms.iter().any(|x| x == v)) {
-            found.push(format!("mining algorithm '{algo}'"));
-        }
-        if (a == "-o" || a == "--url")
-            && i + 1 < args.len()
-            && let Some(pool) = parse_pool(&args[i + 1])
-            && (ind
-                .pool_domains
-                .iter()
-                .any(|d| pool.host.ends_with(d.as_str()))
-                || ind.pool_ports.contains(&pool.port))
-        {
-            found.push(format!("pool '{}'", pool.text));
-        }
-    }
-    found.dedup();
-    if !found.is_empty() {
-        out.push(Signal::new(
-            "cmd.miner_args",
-            Strength::Medium,
-            Kind::Intent,
-            format!("command line has {}", found.join(", ")),
-        ));
-    }
-    let joined = args.join(" ");
-    if let Some(w) = ind.find_wallet(&joined) {
-        out.push(Signal::new(
-            "cmd.wallet",
-            Strength::Medium,
-            Kind::Intent,
-            format!("command line holds the Monero address {w}"),
-        ));
-    }
-}
-
-fn configs(p: &ProcessFacts, out: &mut Vec<Signal>) {
-    let useful: Vec<String> = p
-        .configs
-        .iter()
-        .filter(|c| !c.pools.is_empty() || c.has_randomx_section || c.donate_level.is_some())
-        .map(|c| {
-            let pools: Vec<String> = c
-                .pools
-                .iter()
-                .map(|pool| {
-                    format!(
-                        "{} as {}",
-                        pool.url.as_deref().unwrap_or("?"),
-                        pool.user.as_deref().unwrap_or("?")
-                    )
-                })
-                .collect();
-            let mut s = format!("miner config {}", c.path);
-            if !pools.is_empty() {
-                s.push_str(&format!(" names pool {}", pools.join(", ")));
-            }
-            if let Some(d) = c.donate_level {
-                s.push_str(&format!(", donate-level {d}"));
-            }
-            if c.has_randomx_section {
-                s.push_str(", has a \"randomx\" section");
-            }
-            s
-        })
-        .collect();
-    if !useful.is_empty() {
-        out.push(Signal::new(
-            "config.miner",
-            Strength::Medium,
-            Kind::Intent,
-            useful.join("; "),
-        ));
-    }
-}
-
-fn network(
-    p: &ProcessFacts,
-    pools: &[PoolRef],
-    shaped: bool,
-    policy: &Policy,
-    out: &mut Vec<Signal>,
-) {
-    let ind = &policy.indicators;
-    let mut stratum = Vec::new();
-    let mut pool_port = Vec::new();
-    let mut proxy = Vec::new();
-    for c in &p.connections {
-        let named = pools.iter().find(|pool| {
-            pool.port == c.remote_port
-                && (pool.host == c.remote_ip
-                    || pool.host.parse::<std::net::IpAddr>().is_err()
-                    || (pool.host == "localhost"
-                        && (c.remote_ip == "127.0.0.1" || c.remote_ip == "::1")))
-        });
-        if let Some(pool) = named {
-            stratum.push(format!(
-                "connected to {}:{}, the pool its command line or config names ({})",
-                c.remote_ip, c.remote_port, pool.text
-            ));
-        } else if ind.pool_ports.contains(&c.remote_port) {
-            pool_port.push(format!("{}:{}", c.remote_ip, c.remote_port));
-        } else if shaped && let Some(what) = local_proxy(c, ind) {
-            proxy.push(what);
-        }
-    }
-    if !proxy.is_empty() {
-        out.push(Signal::new(
-            "net.local_proxy",
-            Strength::Weak,
-            Kind::Stealth,
-            format!(
-                "RandomX-shaped and connected to a local proxy: {} (a miner behind a proxy shows no pool connection of its own)",
-                proxy.join(", ")
-            ),
-        ));
-    }
-    if !stratum.is_empty() {
-        out.push(Signal::new(
-            "net.stratum",
-            Strength::Strong,
-            Kind::Activity,
-            stratum.join("; "),
-        ));
-    }
-    if !pool_port.is_empty() {
-        out.push(Signal::new(
-            "net.pool_port",
-            Strength::Weak,
-            Kind::Intent,
-            format!(
-                "connected to {}, a common mining-pool port",
-                pool_port.join(", ")
-            ),
-        ));
-    }
-}
-
-/// A loopback connection to a proxy: a listener whose program or port is
-/// one proxies use.
-fn local_proxy(
-    c: &crate::snapshot::Connection,
-    ind: &crate::indicators::Indicators,
-) -> Option<String> {
-    let loopback = c
-        .remote_ip
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        return None;
-    }
-    let at = format!("{}:{}", c.remote_ip, c.remote_port);
-    let program = c.peer.as_ref().filter(|peer| {
-        let exe = peer
-            .exe
-            .as_deref()
-            .map(|e| basename(e.trim_end_matches(" (deleted)")));
-        ind.proxy_programs
-            .iter()
-            .any(|n| n == &peer.comm || Some(n.as_str()) == exe)
-    });
-    match (program, ind.proxy_ports.contains(&c.remote_port)) {
-        (Some(peer), _) => Some(format!("{at}, served by {} (pid {})", peer.comm, peer.pid)),
-        (None, true) => Some(format!("{at}, a port local proxies listen on")),
-        (None, false) => None,
-    }
-}
-
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -841,7 +487,7 @@ fn identity(p: &ProcessFacts, policy: &Policy, out: &mut Vec<Signal>) {
         }
     }
 
-    let args = args(p);
+    let args = pool::args(p);
     let argv0 = args.first().map(String::as_str).unwrap_or("");
     if !p.kernel_thread {
         let bracketed = argv0.starts_with('[') && argv0.ends_with(']');
