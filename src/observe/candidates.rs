@@ -49,6 +49,19 @@ pub struct FpuPlan {
     pub pace: Pace,
 }
 
+/// What of RandomX's shape a process's memory has: (JIT regions, a
+/// RandomX-sized anonymous mapping). The agent checks a process anew when
+/// this changes: a miner allocates its cache or dataset, and its JIT code
+/// only once that is set up.
+pub type Shape = (bool, bool);
+
+/// The [`Shape`] of a process (nothing when its maps were not read).
+pub fn shape(f: &ProcessFacts) -> Shape {
+    f.memory
+        .as_ref()
+        .map_or((false, false), |m| (!m.exec_anon.is_empty(), rx_sized(m)))
+}
+
 /// Whether its memory has RandomX's shape: JIT regions or a RandomX-sized
 /// anonymous mapping.
 pub fn rx_shaped(m: &MemoryFacts) -> bool {

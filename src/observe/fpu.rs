@@ -708,7 +708,13 @@ mod imp {
         fpu: ThreadFpu,
         task: PathBuf,
         last: Option<CpuTime>,
+        /// Samples in a row taken while it had not run.
+        idle_run: u32,
     }
+
+    /// A thread not seen running in this many samples in a row is left
+    /// alone: it is idle, and more stops would tell nothing.
+    const IDLE_RUN: u32 = 8;
 
     impl Sampled {
         /// Whether it still wants samples.
@@ -772,7 +778,12 @@ mod imp {
                 error,
                 ..ThreadFpu::default()
             };
-            threads.push(Sampled { fpu, task, last });
+            threads.push(Sampled {
+                fpu,
+                task,
+                last,
+                idle_run: 0,
+            });
         }
 
         let rounds = opts.max_rounds.max(opts.samples);
@@ -792,6 +803,7 @@ mod imp {
                     break 'rounds;
                 }
                 let ran = t.look();
+                t.idle_run = if ran { 0 } else { t.idle_run + 1 };
                 let tid = t.fpu.tid;
                 t.fpu.error = match sample_once(tid, opts.stop_timeout) {
                     Ok(taken) => {
@@ -799,9 +811,15 @@ mod imp {
                         t.fpu.ran.push(ran && taken.group_stop.is_none());
                         out.max_stop_us = out.max_stop_us.max(taken.stop_us);
                         out.signals_relayed += u32::from(taken.relayed.is_some());
-                        taken
-                            .group_stop
-                            .map(|sig| format!("group-stopped by signal {sig}: left stopped"))
+                        match taken.group_stop {
+                            Some(sig) => {
+                                Some(format!("group-stopped by signal {sig}: left stopped"))
+                            }
+                            None if t.idle_run >= IDLE_RUN => Some(format!(
+                                "not seen running in {IDLE_RUN} samples in a row: left alone"
+                            )),
+                            None => None,
+                        }
                     }
                     Err(Fail::Gone(why) | Fail::Other(why)) => Some(why),
                     Err(Fail::Refused(e)) => match explain_refusal(proc_dir, &t.task, &e) {
@@ -1389,9 +1407,16 @@ int main(void) {
         let f = sample(Path::new("/proc"), pid, &[pid], &SampleOptions::default());
         report("sleep", &f);
         let th = f.threads.first().expect("one thread");
-        assert_eq!(th.modes.len(), 12, "all rounds, none counted: {f:?}");
+        // Left alone after 8 samples in a row without running, none counted.
+        assert_eq!(th.modes.len(), 8, "{f:?}");
         assert_eq!(th.ran_samples(), 0, "{f:?}");
         assert_eq!(th.idle, vec!["sleeping".to_string()], "{f:?}");
+        assert!(
+            th.error
+                .as_deref()
+                .is_some_and(|e| e.contains("left alone")),
+            "{f:?}"
+        );
         assert_released(pid);
     }
 

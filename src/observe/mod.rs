@@ -493,18 +493,47 @@ impl<'r, 'c> BinaryCache<'r, 'c> {
 #[derive(Default)]
 pub struct Cache {
     binaries: HashMap<FileKey, BinaryFacts>,
-    deep: HashMap<(i32, u64), Deep>,
+    checked: HashMap<(i32, u64), RecentChecks>,
     known: HashMap<(i32, u64), Known>,
     /// The last host checks' pid sweep and the pids they found hidden.
     sweep: Option<(host::PidSweep, Vec<i32>)>,
 }
 
-/// The expensive checks of one process, and when they ran.
-struct Deep {
-    at: Instant,
-    fpu: Option<fpu::FpuFacts>,
-    memory_scan: Option<memscan::MemoryScan>,
+/// The expensive checks of one process the agent ran lately, each reused
+/// while it is recent and the process's memory keeps the shape it had.
+#[derive(Default)]
+struct RecentChecks {
+    rounding: Option<Checked<fpu::FpuFacts>>,
+    memory: Option<Checked<memscan::MemoryScan>>,
 }
+
+/// One check's result, when it ran, and the memory shape it saw.
+struct Checked<T> {
+    at: Instant,
+    shape: candidates::Shape,
+    facts: T,
+}
+
+impl<T: Clone> Checked<T> {
+    fn now(shape: candidates::Shape, facts: T) -> Self {
+        Checked {
+            at: Instant::now(),
+            shape,
+            facts,
+        }
+    }
+
+    /// The result, while younger than `ttl` and the shape is unchanged.
+    fn reuse(&self, shape: candidates::Shape, ttl: Duration) -> Option<T> {
+        (self.shape == shape && self.at.elapsed() < ttl).then(|| self.facts.clone())
+    }
+}
+
+/// Rounding-mode samples that showed no flips (a look-alike cleared, or
+/// threads not seen running) are taken again after this long at most: a
+/// miner sampled while it still set up its cache is not cleared for the
+/// whole recheck interval.
+const RECHECK_UNFLIPPED: Duration = Duration::from_secs(60);
 
 impl Cache {
     /// Binaries remembered.
@@ -784,25 +813,34 @@ pub fn observe_with(
         if candidates::library_candidate(&t.facts) {
             scan_libraries(t, &users, &mut cache, &opts.proc_root, &mut gaps);
         }
-        // Checked recently (the agent): reuse, do not stop or read it again.
+        // Checked recently (the agent) and the same shape since: reuse, do
+        // not stop or read it again. A process that gains JIT code or
+        // RandomX-sized memory (a miner past its set-up) is checked anew.
         let key = (t.facts.pid, t.start_ticks);
-        if let Some(d) = store
-            .deep
-            .get(&key)
-            .filter(|d| d.at.elapsed() < opts.recheck)
-        {
-            t.facts.fpu = d.fpu.clone();
-            t.facts.memory_scan = d.memory_scan.clone();
-            continue;
-        }
+        let shape = candidates::shape(&t.facts);
+        let recent = store.checked.get(&key);
+        let rounding = recent.and_then(|c| c.rounding.as_ref()).and_then(|c| {
+            let flipped = c.facts.modes.len() >= 2;
+            let ttl = if flipped {
+                opts.recheck
+            } else {
+                opts.recheck.min(RECHECK_UNFLIPPED)
+            };
+            c.reuse(shape, ttl)
+        });
+        let memory = recent
+            .and_then(|c| c.memory.as_ref())
+            .and_then(|c| c.reuse(shape, opts.recheck));
+        let (rounding_reused, memory_reused) = (rounding.is_some(), memory.is_some());
+        t.facts.fpu = rounding;
+        t.facts.memory_scan = memory;
         // Only a process that used some CPU can be a candidate: look up its
         // binaries' matches for those alone.
         let randomx_code = t.facts.cpu.percent >= candidates::SHAPED_PROCESS_PERCENT && {
             let ids = t.facts.exe_binary.iter().chain(&t.facts.library_binaries);
             cache.has_category(ids, "randomx")
         };
-        let plan = opts
-            .ptrace
+        let plan = (opts.ptrace && !rounding_reused)
             .then(|| candidates::fpu_plan(&t.facts, !opts.pids.is_empty(), randomx_code))
             .flatten();
         if let Some(plan) = plan {
@@ -815,11 +853,14 @@ pub fn observe_with(
                 gaps.inaccessible.insert(t.facts.pid);
                 gaps.note(Some(t.facts.pid), "ptrace (FPU sampling)", why.clone());
             }
+            store.checked.entry(key).or_default().rounding =
+                Some(Checked::now(shape, facts.clone()));
             t.facts.fpu = Some(facts);
         }
         // Another minerwatch holds our compiled rules in memory: not a miner.
         let is_minerwatch = me_exe.is_some() && t.exe_key.map(|k| (k.dev, k.ino)) == me_exe;
         if opts.memory
+            && !memory_reused
             && memory_left > 0
             && !is_minerwatch
             && candidates::memory_candidate(&t.facts)
@@ -841,6 +882,8 @@ pub fn observe_with(
                     ) {
                         Ok(scan) => {
                             memory_left = memory_left.saturating_sub(scan.bytes_scanned);
+                            store.checked.entry(key).or_default().memory =
+                                Some(Checked::now(shape, scan.clone()));
                             t.facts.memory_scan = Some(scan);
                         }
                         Err(e) => gaps.io(t.facts.pid, "memory scan", &e),
@@ -852,7 +895,7 @@ pub fn observe_with(
     }
     let alive_keys: HashSet<(i32, u64)> =
         alive.iter().map(|t| (t.facts.pid, t.start_ticks)).collect();
-    store.deep.retain(|k, _| alive_keys.contains(k));
+    store.checked.retain(|k, _| alive_keys.contains(k));
     let mut known = HashMap::with_capacity(alive.len());
     for t in &mut alive {
         let key = (t.facts.pid, t.start_ticks);
@@ -882,23 +925,6 @@ pub fn observe_with(
         );
     }
     store.known = known;
-    for t in &alive {
-        let key = (t.facts.pid, t.start_ticks);
-        let stale = store
-            .deep
-            .get(&key)
-            .is_none_or(|d| d.at.elapsed() >= opts.recheck);
-        if (t.facts.fpu.is_some() || t.facts.memory_scan.is_some()) && stale {
-            store.deep.insert(
-                key,
-                Deep {
-                    at: Instant::now(),
-                    fpu: t.facts.fpu.clone(),
-                    memory_scan: t.facts.memory_scan.clone(),
-                },
-            );
-        }
-    }
     let parents: HashMap<i32, (i32, String)> = table
         .iter()
         .map(|(pid, s)| (*pid, (s.ppid, s.comm.clone())))
@@ -1291,6 +1317,16 @@ fn scan_libraries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_check_is_reused_only_while_the_shape_holds() {
+        let c = Checked::now((false, true), 7);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(c.reuse((false, true), hour), Some(7));
+        // JIT code appeared (a miner past its cache set-up): check anew.
+        assert_eq!(c.reuse((true, true), hour), None);
+        assert_eq!(c.reuse((false, true), Duration::ZERO), None);
+    }
 
     #[test]
     fn container_ids_from_cgroup_paths() {
