@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Agent benchmark: run as root from the repository, after `cargo build --release`
-# and with librandomx-dev installed. Everything runs inside a fresh PID
-# namespace (unshare), so the agent sees, ptraces and reads only the
+# and with librandomx-dev and libssl-dev installed. Everything runs inside a
+# fresh PID namespace (unshare), so the agent sees, ptraces and reads only the
 # processes this script starts. Prints markdown for benches/RESULTS.md.
 #   benches/agent.sh [MINUTES]   (default 10)
 set -euo pipefail
@@ -13,7 +13,7 @@ MIN=${1:-10}
 BIN=$PWD/target/release/minerwatch
 T=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$T" /dev/shm/.mw-bench-*' EXIT
-cc -O2 -o "$T/rxworker" tests/support/rxworker.c -lrandomx -lpthread
+cc -O2 -o "$T/rxworker" tests/support/rxworker.c -lrandomx -lpthread -lssl -lcrypto
 hz=$(getconf CLK_TCK)
 ticks_of() { awk '{print $14+$15}' /proc/$1/stat; }
 

@@ -11,10 +11,11 @@
 //!    thread sees; the time and bytes of one process memory scan.
 //!
 //! Parts 1 and 3 run a RandomX worker (tests/support/rxworker.c, needs
-//! librandomx-dev), so the whole-host scan exercises every path. The bench
-//! runs itself in a fresh PID namespace (`unshare --pid --fork --mount-proc`,
-//! as root), so that "the whole host" is the processes it started: a scan
-//! that ptraces and reads memory never touches anyone else's.
+//! librandomx-dev and libssl-dev), so the whole-host scan exercises every
+//! path. The bench runs itself in a fresh PID namespace (`unshare --pid
+//! --fork --mount-proc`, as root), so that "the whole host" is the processes
+//! it started: a scan that ptraces and reads memory never touches anyone
+//! else's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,12 +86,12 @@ fn worker() -> Child {
         .args(["-O2", "-o"])
         .arg(&bin)
         .arg(src)
-        .args(["-lrandomx", "-lpthread"])
+        .args(["-lrandomx", "-lpthread", "-lssl", "-lcrypto"])
         .status()
         .expect("cc");
     assert!(
         ok.success(),
-        "building rxworker (apt-get install librandomx-dev)"
+        "building rxworker (apt-get install librandomx-dev libssl-dev)"
     );
     let wallet = "4ApM6hUHyYx16547k5sn3zRND22RhkaWd4JdemFQyTKQ36ixnHzMV4LRzyFP6XEdkjMTZqHsQA5DhDZWLchXHcKf4dKqcj7";
     let mut child = Command::new(&bin)

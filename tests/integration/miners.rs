@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::quiet::{QUIET_NAME, QuietMiner, cpu_share, established_peers};
 use crate::support::{self, Disguise, FakePool, Monerod, WorkerOpts};
 use crate::{finding, level_of, scan_pids, signal_ids};
 
@@ -263,6 +264,107 @@ fn no_memory_flag_leaves_memory_alone() {
     assert_eq!(
         level_of(&report, w.pid()),
         "miner",
-        "layout and CPU still convict: {ids:?}"
+        "its rounding modes still convict: {ids:?}"
+    );
+}
+
+/// The start of XMRig's user agent ("<name>/"), from our own rule's format
+/// string so that no test source holds it.
+fn xmrig_agent_prefix() -> String {
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/yara/xmrig.yar"))
+            .expect("rules/yara/xmrig.yar");
+    rules
+        .lines()
+        .find(|l| l.trim_start().starts_with("$core_agent_fmt"))
+        .and_then(|l| l.split_once("= \""))
+        .and_then(|(_, lit)| lit.split_once("%s"))
+        .map(|(prefix, _)| prefix.to_string())
+        .expect("the $core_agent_fmt string in xmrig.yar")
+}
+
+/// A quiet miner: held to a quarter of a core by a cgroup quota, on a pool
+/// over TLS through a local SOCKS5 proxy, binary and config deleted.
+#[test]
+fn quota_limited_proxied_deleted_worker_is_miner() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let miner = QuietMiner::start(25);
+    let pid = miner.pid();
+
+    // The rig is what it claims. The pool got an XMRig login, through the chain.
+    let logins = miner.logins();
+    let agent = format!(r#""agent":"{}"#, xmrig_agent_prefix());
+    assert!(
+        logins.iter().any(|l| l.contains(r#""method":"login""#)
+            && l.contains(&format!(r#""login":"{}""#, support::WALLET))
+            && l.contains(&agent)),
+        "the pool got no XMRig login: {logins:?}"
+    );
+    // Binary and config are gone.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("read /proc/PID/exe");
+    let exe = exe.to_string_lossy();
+    assert_eq!(
+        exe,
+        format!("{} (deleted)", miner.exe_path().display()),
+        "exe link"
+    );
+    assert!(exe.ends_with(&format!("/{QUIET_NAME} (deleted)")), "{exe}");
+    assert!(!miner.config_path().exists(), "config still there");
+    assert!(
+        !miner.exe_path().parent().is_some_and(|d| d.exists()),
+        "its directory is still there"
+    );
+    // Its only TCP peer is the SOCKS5 proxy: not the TLS front, not the pool.
+    let proxy = miner.pool();
+    let peers = established_peers(pid).expect("read the worker's sockets");
+    assert!(
+        !peers.is_empty() && peers.iter().all(|p| *p == proxy.socks_addr()),
+        "peers {peers:?}; socks {}, TLS front {}, pool {}",
+        proxy.socks_addr(),
+        proxy.front_addr(),
+        proxy.pool_addr()
+    );
+    assert!(
+        !peers
+            .iter()
+            .any(|p| p.port() == proxy.front_addr().port() || p.port() == proxy.pool_addr().port()),
+        "{peers:?}"
+    );
+    // Held to the quota while it hashes flat out.
+    let share = cpu_share(pid, Duration::from_secs(3)).expect("worker CPU");
+    assert!(
+        (0.05..=0.30).contains(&share),
+        "quiet worker used {:.0} % of a core",
+        share * 100.0
+    );
+
+    let report = scan_pids(&[pid], &[]);
+    let ids = signal_ids(&report, pid);
+    eprintln!("quiet miner at 25 %: signals {ids:?}");
+    assert_eq!(
+        level_of(&report, pid),
+        "miner",
+        "quiet miner not convicted ({ids:?}): {}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    assert!(
+        ids.iter()
+            .any(|i| i == "rx.rounding_modes" || i == "mem.randomx_code"),
+        "nothing RandomX-specific: {ids:?}"
+    );
+    // Its one connection leads to the local SOCKS5 proxy, named as such.
+    let f = finding(&report, pid).expect("finding");
+    let proxy_ev = f["signals"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "net.local_proxy"))
+        .and_then(|s| s["evidence"].as_str())
+        .unwrap_or_default();
+    assert!(
+        proxy_ev.contains(&format!(
+            "{}, served by microsocks",
+            miner.pool().socks_addr()
+        )),
+        "{ids:?}: {proxy_ev}"
     );
 }

@@ -4,8 +4,13 @@
 //! benign load. Every process is wrapped in a guard that SIGKILLs and reaps
 //! it on drop, also when the test panics.
 //!
+//! The quiet miner (a CPU quota, a pool over TLS through SOCKS5, binary and
+//! config deleted) is in [`quiet`].
+//!
 //! Include from a test crate with `mod support;`.
 #![allow(dead_code)]
+
+pub mod quiet;
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -23,16 +28,25 @@ use std::time::{Duration, Instant};
 pub const WALLET: &str = "4ApM6hUHyYx16547k5sn3zRND22RhkaWd4JdemFQyTKQ36ixnHzMV4LRzyFP6XEdkjMTZqHsQA5DhDZWLchXHcKf4dKqcj7";
 
 const RANDOMX_HEADER: &str = "/usr/include/randomx.h";
+const SSL_HEADER: &str = "/usr/include/openssl/ssl.h";
 const MONEROD: &str = "/usr/bin/monerod";
 
 /// Panics unless the Debian packages the real-process tests need are there
-/// (librandomx-dev, monero). The README's test command installs them.
+/// (librandomx-dev, libssl-dev, monero, microsocks, socat, openssl). The
+/// README's test command installs them.
 pub fn ensure_packages() {
-    for path in [RANDOMX_HEADER, MONEROD] {
+    for (path, package) in [
+        (RANDOMX_HEADER, "librandomx-dev"),
+        (SSL_HEADER, "libssl-dev"),
+        (MONEROD, "monero"),
+        ("/usr/bin/microsocks", "microsocks"),
+        ("/usr/bin/socat", "socat"),
+        ("/usr/bin/openssl", "openssl"),
+    ] {
         assert!(
             Path::new(path).exists(),
-            "{path} is missing: run the test command from the README, which installs \
-             librandomx-dev, monero and stress-ng"
+            "{path} is missing (Debian package {package}): run the test command from \
+             the README, which installs what the tests need"
         );
     }
 }
@@ -66,8 +80,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Compiles tests/support/rxworker.c once per test process and returns the
-/// binary's path.
+/// Compiles tests/support/rxworker.c once per test process (`cc -O2 -Wall
+/// … -lrandomx -lpthread -lssl -lcrypto`) and returns the binary's path.
 pub fn rxworker_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -88,7 +102,7 @@ pub fn rxworker_bin() -> PathBuf {
             .args(["-O2", "-Wall", "-o"])
             .arg(&tmp)
             .arg(&src)
-            .args(["-lrandomx", "-lpthread"])
+            .args(["-lrandomx", "-lpthread", "-lssl", "-lcrypto"])
             .output()
             .expect("run cc");
         assert!(
