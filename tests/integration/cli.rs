@@ -35,12 +35,7 @@ fn analyze_text_matches_golden_file() {
 
 #[test]
 fn analyze_json_follows_the_contract() {
-    let out = minerwatch(&[
-        "analyze",
-        &fixture("xmrig-pool"),
-        "--format",
-        "json",
-    ]);
+    let out = minerwatch(&["analyze", &fixture("xmrig-pool"), "--format", "json"]);
     let r = crate::json_out(&out, 1);
     assert_eq!(r["schema"], "minerwatch/1");
     assert_eq!(r["verdict"], "miner");

@@ -3,7 +3,8 @@
 //! - `cli`: formats, exit codes and error messages (fast, on fixtures);
 //! - `miners`: a librandomx worker in every disguise, regtest monerod mining,
 //!   an XMRig-style client on a fake Stratum pool: each must be convicted;
-//! - `benign`: heavy programs that must stay at most `notice`.
+//! - `corpus`: the CI subset of the benign corpus (tests/support/corpus/):
+//!   heavy programs of every class that must stay at most `notice`.
 //!
 //! Every process a test starts is killed by its guard, also on failure, and
 //! scans are limited to those processes with `--pid`.
@@ -12,8 +13,8 @@
 mod support;
 
 mod agent;
-mod benign;
 mod cli;
+mod corpus;
 mod host;
 mod miners;
 

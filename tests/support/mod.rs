@@ -10,6 +10,7 @@
 //! Include from a test crate with `mod support;`.
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod quiet;
 
 use std::fs;
