@@ -8,7 +8,10 @@
 //!    measured in one run.
 //! 3. Deep signals on a real librandomx worker (light mode, config on its
 //!    heap): the time to a rounding-mode verdict and the stop time a sampled
-//!    thread sees; the time and bytes of one process memory scan.
+//!    thread sees, hashing flat out and held to 25 % of a core by a cgroup
+//!    CPU quota; the time to clear a benign busy thread (8 samples taken
+//!    while it ran, all round-to-nearest); the time and bytes of one process
+//!    memory scan.
 //!
 //! Parts 1 and 3 run a RandomX worker (tests/support/rxworker.c, needs
 //! librandomx-dev and libssl-dev), so the whole-host scan exercises every
@@ -118,38 +121,128 @@ fn worker() -> Child {
     child
 }
 
-fn deep_signals(pid: i32) {
-    use minerwatch::observe::{fpu, memscan};
-    println!("## deep signals on one librandomx worker (1 hashing thread)");
-    let opts = fpu::SampleOptions::default();
+/// One sampling configuration measured over `N` runs: how often a verdict
+/// came (two modes for a RandomX thread; 8 samples taken while it ran, all
+/// round-to-nearest, for a benign one), the sampling time and the stops.
+fn sampling_runs(
+    what: &str,
+    pid: i32,
+    opts: &minerwatch::observe::fpu::SampleOptions,
+    benign: bool,
+) {
+    use minerwatch::observe::fpu;
     let mut elapsed = Vec::new();
     let mut stops = Vec::new();
-    let mut flips = 0;
+    let mut verdicts = 0;
     const N: usize = 20;
     for _ in 0..N {
-        let f = fpu::sample(Path::new("/proc"), pid, &[pid], &opts);
+        let f = fpu::sample(Path::new("/proc"), pid, &[pid], opts);
         elapsed.push(f.elapsed_ms);
         stops.push(f.max_stop_us);
-        if f.modes.len() >= 2 {
-            flips += 1;
-        }
+        let ran: usize = f.threads.iter().map(fpu::ThreadFpu::ran_samples).sum();
+        let verdict = if benign {
+            f.non_default == 0 && ran >= 8
+        } else {
+            f.modes.len() >= 2
+        };
+        verdicts += usize::from(verdict);
     }
     elapsed.sort_unstable();
     stops.sort_unstable();
+    let wanted = if benign {
+        "8 samples taken while it ran, all round-to-nearest"
+    } else {
+        ">= 2 modes"
+    };
     println!(
-        "- rounding-mode sampling, {N} runs of {} samples {} ms apart: verdict (>= 2 modes) in {flips}/{N}; sampling time median {} ms, max {} ms (budget {} ms)",
+        "- {what}: {N} runs of up to {} samples {} ms apart: verdict ({wanted}) in {verdicts}/{N}; sampling time median {} ms, max {} ms (budget {} ms); longest stop of a run: median {} µs, 90th percentile {} µs, max {} µs",
         opts.samples,
         opts.interval.as_millis(),
         elapsed[N / 2],
         elapsed[N - 1],
-        opts.budget.as_millis()
-    );
-    println!(
-        "- stop time a sampled thread sees (longest of a run's samples): median {} µs, 90th percentile {} µs, max {} µs",
+        opts.budget.as_millis(),
         stops[N / 2],
         stops[N * 9 / 10],
         stops[N - 1]
     );
+}
+
+/// A cgroup of the bench's own with a CPU quota of 25 % of a core (cgroup v2
+/// `cpu.max`, else v1 `cpu.cfs_quota_us`), holding `pid`; removed on drop.
+struct Quota(PathBuf);
+
+impl Quota {
+    fn hold(pid: i32) -> Option<Quota> {
+        let name = format!("mw-bench-{}", std::process::id());
+        let v2 = Path::new("/sys/fs/cgroup");
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let (dir, file, value) = if v2.join("cgroup.controllers").exists() {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            (v2.join(&name), "cpu.max", "25000 100000")
+        } else {
+            (v1.join(&name), "cpu.cfs_quota_us", "25000")
+        };
+        std::fs::create_dir(&dir).ok()?;
+        let quota = Quota(dir);
+        std::fs::write(quota.0.join(file), value).ok()?;
+        std::fs::write(quota.0.join("cgroup.procs"), pid.to_string()).ok()?;
+        Some(quota)
+    }
+}
+
+impl Drop for Quota {
+    fn drop(&mut self) {
+        // Its members go back to the root group first.
+        if let Ok(pids) = std::fs::read_to_string(self.0.join("cgroup.procs"))
+            && let Some(root) = self.0.parent()
+        {
+            for pid in pids.lines() {
+                let _ = std::fs::write(root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn deep_signals(pid: i32) {
+    use minerwatch::observe::{fpu, memscan};
+    println!("## deep signals on one librandomx worker (1 hashing thread)");
+    sampling_runs(
+        "rounding-mode sampling, hashing flat out",
+        pid,
+        &fpu::SampleOptions::default(),
+        false,
+    );
+    match Quota::hold(pid) {
+        Some(q) => {
+            std::thread::sleep(Duration::from_millis(500));
+            sampling_runs(
+                "the same worker held to 25 % of a core by a cgroup CPU quota, low-duty pace",
+                pid,
+                &fpu::SampleOptions::low_duty(),
+                false,
+            );
+            drop(q);
+        }
+        None => {
+            println!("- no cgroup with a CPU quota could be made: quota-held sampling not measured")
+        }
+    }
+    let py = Kill(vec![
+        Command::new("python3")
+            .args(["-c", "x = 0.0\nwhile True:\n    x = x * 1.0000001 + 0.5\n"])
+            .spawn()
+            .expect("python3"),
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let py_pid = i32::try_from(py.0[0].id()).expect("pid");
+    sampling_runs(
+        "a benign busy thread (a Python float loop), until cleared",
+        py_pid,
+        &fpu::SampleOptions::default(),
+        true,
+    );
+    drop(py);
     let sigs = Signatures::load(None).expect("rules");
     let budget = memscan::Budget::default();
     let maps: Vec<_> = procfs::process::Process::new(pid)
