@@ -225,6 +225,38 @@ mod tests {
         r.findings.iter().map(|f| (f.pid, f.start_time)).collect()
     }
 
+    /// The events of a recorded tick, as every output writes them (native
+    /// and ECS field names), against tests/golden/agent-tick.ndjson
+    /// (`MINERWATCH_BLESS=1 cargo test` rewrites it): an alert for the
+    /// recorded miner, then, a tick later, its resolution.
+    #[test]
+    fn a_recorded_tick_gives_the_golden_events() {
+        use crate::agent::output::{Fields, render_line};
+        let mut t = Tracker::new(60);
+        let now = Instant::now();
+        let r = report("xmrig-pool");
+        let mut events = t.update(&r, &key(&r), "2026-11-01T01:00:05Z", now);
+        let mut gone = r.clone();
+        gone.findings.clear();
+        events.extend(t.update(&gone, &HashSet::new(), "2026-11-01T01:00:10Z", now));
+        let mut text = String::new();
+        for fields in [Fields::Native, Fields::Ecs] {
+            for e in &events {
+                text.push_str(&render_line(e, fields));
+                text.push('\n');
+            }
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/agent-tick.ndjson"
+        );
+        if std::env::var_os("MINERWATCH_BLESS").is_some() {
+            std::fs::write(path, &text).expect("bless");
+        }
+        let golden = std::fs::read_to_string(path).expect("golden (MINERWATCH_BLESS=1 writes it)");
+        assert_eq!(text, golden);
+    }
+
     #[test]
     fn alert_once_again_on_rise_and_resolved_on_exit() {
         let mut t = Tracker::new(60);

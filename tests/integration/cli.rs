@@ -15,22 +15,49 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `analyze` of every snapshot fixture, as JSON and as text, against
+/// tests/golden/NAME.json and NAME.txt (`MINERWATCH_BLESS=1 cargo test`
+/// rewrites them): what the report says may change only on purpose.
 #[test]
-fn analyze_text_matches_golden_file() {
-    let out = minerwatch(&["analyze", &fixture("xmrig-pool")]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let golden_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/xmrig-pool.txt");
-    if std::env::var_os("MINERWATCH_BLESS").is_some() {
-        std::fs::write(golden_path, text.as_bytes()).expect("bless golden file");
+fn analyze_of_every_fixture_matches_its_golden_files() {
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+    let mut names: Vec<String> = std::fs::read_dir(SNAPSHOTS)
+        .expect("snapshot fixtures")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 4, "{names:?}");
+    for name in &names {
+        for (format, ext) in [("json", "json"), ("text", "txt")] {
+            let out = minerwatch(&["analyze", &fixture(name), "--format", format]);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{name} {format}: {}",
+                stderr(&out)
+            );
+            let path = format!("{golden}/{name}.{ext}");
+            if std::env::var_os("MINERWATCH_BLESS").is_some() {
+                std::fs::write(&path, &out.stdout).expect("bless golden file");
+            }
+            let want = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{path}: {e} (MINERWATCH_BLESS=1 writes it)"));
+            assert!(
+                out.stdout == want,
+                "{name} --format {format} differs from {path}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            assert!(
+                !out.stdout.contains(&0x1b),
+                "no colours when stdout is not a terminal"
+            );
+        }
     }
-    let golden =
-        std::fs::read_to_string(golden_path).expect("golden file (MINERWATCH_BLESS=1 writes it)");
-    assert_eq!(text, golden);
-    assert!(
-        !text.contains('\x1b'),
-        "no colours when stdout is not a terminal"
-    );
 }
 
 #[test]
