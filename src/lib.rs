@@ -28,3 +28,56 @@ pub mod observe;
 pub mod report;
 pub mod signatures;
 pub mod snapshot;
+
+/// The folders are the architecture: data flows observe → snapshot → judge
+/// → report, and nothing flows back. These tests fail when a module names
+/// one it must not depend on.
+#[cfg(test)]
+mod layering {
+    use std::path::Path;
+
+    /// Every `.rs` file under `src/<dir>` (or the file `src/<dir>.rs`).
+    fn sources(dir: &str) -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut out = Vec::new();
+        let mut todo = vec![root.join(dir)];
+        let file = root.join(format!("{dir}.rs"));
+        if file.is_file() {
+            todo.push(file);
+        }
+        while let Some(p) = todo.pop() {
+            if p.is_dir() {
+                for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                    todo.push(e.path());
+                }
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.push((p.display().to_string(), text));
+            }
+        }
+        out
+    }
+
+    fn assert_never_names(dirs: &[&str], forbidden: &[&str]) {
+        for dir in dirs {
+            let files = sources(dir);
+            assert!(!files.is_empty(), "no sources under src/{dir}");
+            for (path, text) in files {
+                for f in forbidden {
+                    assert!(
+                        !text.contains(f),
+                        "{path} names {f}: it must depend only on what flows into it"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn judge_report_and_snapshot_never_name_observe_or_agent() {
+        assert_never_names(
+            &["judge", "report", "snapshot"],
+            &["crate::observe", "crate::agent", "crate::app"],
+        );
+    }
+}

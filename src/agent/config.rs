@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::output::Fields;
-use crate::judge::Level;
+pub use crate::judge::AllowRule;
 
 /// The default config file.
 pub const DEFAULT_PATH: &str = "/etc/minerwatch/minerwatch.toml";
@@ -137,25 +137,6 @@ fn default_max_bytes() -> u64 {
 
 fn default_keep() -> u32 {
     5
-}
-
-/// One `[[allow]]`: every given key must match; at least one must be given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowRule {
-    /// Executable path (a deleted executable never matches).
-    pub exe: Option<String>,
-    /// SHA-256 of the executable.
-    pub sha256: Option<String>,
-    pub user: Option<String>,
-    /// Process name (comm); give `exe` too, names are easy to take.
-    pub name: Option<String>,
-    pub container: Option<String>,
-    /// The highest level a matching finding keeps; `clean` suppresses it.
-    #[serde(default)]
-    pub max_level: Level,
-    /// Why, shown in the event.
-    pub reason: String,
 }
 
 /// A config problem, naming the file and the fix.
@@ -362,7 +343,7 @@ mod tests {
         assert_eq!(c.agent.tick_secs, 3.0);
         assert_eq!(c.agent.heartbeat_secs, 60);
         assert_eq!(c.outputs.len(), 1);
-        assert_eq!(c.allow[0].max_level, Level::Notice);
+        assert_eq!(c.allow[0].max_level, crate::judge::Level::Notice);
         // What show prints loads back the same.
         let again: Config = toml::from_str(&c.to_toml()).expect("round trip");
         assert_eq!(again, c);

@@ -391,9 +391,7 @@ mod tests {
         assert!(findings(&s).is_empty());
     }
 
-    use crate::observe::host::{
-        HiddenPid, HostFacts, PersistenceEntry, PreloadFile, SysctlSetting,
-    };
+    use crate::snapshot::{HiddenPid, HostFacts, PersistenceEntry, PreloadFile, SysctlSetting};
 
     fn ids(f: &[HostFinding]) -> Vec<(String, Level)> {
         f.iter().map(|h| (h.id.clone(), h.level)).collect()

@@ -24,13 +24,14 @@
 //!   (`rx.not_hashing`), and then its RandomX capability no longer counts.
 
 pub mod host;
+mod policy;
 pub mod signals;
 
 use serde::{Deserialize, Serialize};
 
-use crate::indicators::Indicators;
 use crate::snapshot::{Ancestor, Coverage, HostInfo, HostSnapshot, ProcessFacts};
 
+pub use policy::{AllowRule, Policy};
 pub use signals::{Kind, Signal, Strength};
 
 /// The JSON report schema.
@@ -82,27 +83,6 @@ impl std::str::FromStr for Level {
             other => Err(format!(
                 "unknown level '{other}': use one of miner, suspicious, notice, clean"
             )),
-        }
-    }
-}
-
-/// What the judge needs besides the snapshot.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub indicators: Indicators,
-    /// CPU (percent of one core, averaged over the window) from which a
-    /// process counts as busy. A miner throttled to 25 % of a core must pass.
-    pub busy_percent: f64,
-    /// Findings to suppress or cap (the agent's `[[allow]]`).
-    pub allow: Vec<crate::agent::config::AllowRule>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            indicators: Indicators::embedded(),
-            busy_percent: 20.0,
-            allow: Vec::new(),
         }
     }
 }
@@ -180,7 +160,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
             let allowed = policy
                 .allow
                 .iter()
-                .find(|r| allows(r, p, &process))
+                .find(|r| r.allows(p, &process))
                 .map(|r| {
                     level = level.min(r.max_level);
                     format!("{} (allow rule caps it at {})", r.reason, r.max_level)
@@ -244,24 +224,6 @@ fn summary(p: &ProcessFacts, snapshot: &HostSnapshot) -> ProcessSummary {
         ancestry: p.ancestry.clone(),
         exe_sha256,
     }
-}
-
-/// Whether an allow rule matches a process: every key it gives must match.
-fn allows(r: &crate::agent::config::AllowRule, p: &ProcessFacts, s: &ProcessSummary) -> bool {
-    let exe = p.exe.as_deref().filter(|e| !e.ends_with(" (deleted)"));
-    r.exe.as_deref().is_none_or(|want| exe == Some(want))
-        && r.sha256.as_deref().is_none_or(|want| {
-            s.exe_sha256
-                .as_deref()
-                .is_some_and(|h| h.eq_ignore_ascii_case(want))
-        })
-        && r.user
-            .as_deref()
-            .is_none_or(|want| p.user.as_deref() == Some(want))
-        && r.name.as_deref().is_none_or(|want| p.comm == want)
-        && r.container
-            .as_deref()
-            .is_none_or(|want| p.container.as_deref() == Some(want))
 }
 
 /// Combines one process's signals into a level and a score (0–100).

@@ -9,8 +9,8 @@ mod pool;
 mod rounding;
 
 use super::Policy;
-use crate::observe::memory::{RANDOMX_CACHE, RANDOMX_DATASET};
 use crate::snapshot::{BinaryFacts, HostSnapshot, ProcessFacts, Region, RuleMatch};
+use crate::snapshot::{RANDOMX_CACHE, RANDOMX_DATASET};
 
 /// How much a signal proves on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Judge tests on JSON snapshot fixtures (tests/fixtures/snapshots), which
 //! were generated from the /proc files recorded from real miners
-//! (tests/fixtures/proc) by `regenerate_snapshot_fixtures` below.
+//! (tests/fixtures/proc) by `observe::fixtures::regenerate_snapshot_fixtures`.
 
 use super::*;
 use crate::snapshot::*;
@@ -333,7 +333,7 @@ fn samples_of_a_thread_that_did_not_run_prove_nothing() {
         percent: 12.0,
     });
     let mut f = fpu_ran(4243, &[0; 8], &[true; 8]);
-    f.threads.push(crate::observe::fpu::ThreadFpu {
+    f.threads.push(crate::snapshot::ThreadFpu {
         tid: 4242,
         modes: vec![0; 8],
         ran: vec![false; 8],
@@ -674,13 +674,13 @@ fn config_file_names_pool() {
 }
 
 /// A memory scan that matched these (rule, category) pairs.
-fn memory_scan(rules: &[(&str, &str)]) -> crate::observe::memscan::MemoryScan {
-    crate::observe::memscan::MemoryScan {
+fn memory_scan(rules: &[(&str, &str)]) -> crate::snapshot::MemoryScan {
+    crate::snapshot::MemoryScan {
         regions_scanned: 4,
         bytes_scanned: 1 << 20,
         matches: rules
             .iter()
-            .map(|(rule, category)| crate::observe::memscan::MemoryMatch {
+            .map(|(rule, category)| crate::snapshot::MemoryMatch {
                 rule: rule.to_string(),
                 namespace: "minerwatch".into(),
                 category: category.to_string(),
@@ -693,12 +693,12 @@ fn memory_scan(rules: &[(&str, &str)]) -> crate::observe::memscan::MemoryScan {
 }
 
 /// Samples of one thread: `modes`, and whether it had run before each.
-fn fpu_ran(tid: i32, modes: &[u8], ran: &[bool]) -> crate::observe::fpu::FpuFacts {
+fn fpu_ran(tid: i32, modes: &[u8], ran: &[bool]) -> crate::snapshot::FpuFacts {
     let mut distinct = modes.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
-    crate::observe::fpu::FpuFacts {
-        threads: vec![crate::observe::fpu::ThreadFpu {
+    crate::snapshot::FpuFacts {
+        threads: vec![crate::snapshot::ThreadFpu {
             tid,
             modes: modes.to_vec(),
             ran: ran.to_vec(),
@@ -716,13 +716,13 @@ fn fpu(
     samples: u32,
     non_default: u32,
     traced_by: Option<i32>,
-) -> crate::observe::fpu::FpuFacts {
-    crate::observe::fpu::FpuFacts {
-        threads: vec![crate::observe::fpu::ThreadFpu {
+) -> crate::snapshot::FpuFacts {
+    crate::snapshot::FpuFacts {
+        threads: vec![crate::snapshot::ThreadFpu {
             tid: 4242,
             modes: modes.to_vec(),
             error: None,
-            ..crate::observe::fpu::ThreadFpu::default()
+            ..crate::snapshot::ThreadFpu::default()
         }],
         samples,
         non_default,
@@ -827,127 +827,10 @@ fn report_orders_findings_and_sets_verdict() {
     assert_eq!(r.schema, "minerwatch/1");
 }
 
-/// Rewrites tests/fixtures/snapshots from tests/fixtures/proc:
-/// `cargo test --lib regenerate_snapshot_fixtures -- --ignored`.
-/// The recorded miners each ran one hashing thread at a full core; that CPU
-/// figure and, for xmrig-pool, its connection to the pool on 127.0.0.1:3333
-/// (tests/fixtures/README.md) are the only facts added.
-#[test]
-#[ignore]
-fn regenerate_snapshot_fixtures() {
-    use procfs::FromRead;
-    use procfs::process::{MemoryMaps, Stat, Status};
-    let proc_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc");
-    std::fs::create_dir_all(SNAPSHOTS).expect("mkdir");
-    for name in [
-        "xmrig-fast-hugepages",
-        "xmrig-light",
-        "xmrig-pool",
-        "monerod-regtest-mining",
-    ] {
-        let dir = format!("{proc_dir}/{name}");
-        let stat = Stat::from_file(format!("{dir}/stat")).expect("stat");
-        let status = Status::from_file(format!("{dir}/status")).expect("status");
-        let maps: Vec<_> = MemoryMaps::from_file(format!("{dir}/maps"))
-            .expect("maps")
-            .into_iter()
-            .collect();
-        let cmdline: Vec<String> = std::fs::read_to_string(format!("{dir}/cmdline"))
-            .expect("cmdline")
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        // One recording shows its argv joined by spaces, as setproctitle leaves it.
-        let exe = cmdline[0]
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let memory = crate::observe::memory::summarize(
-            &maps,
-            status.vmrss.unwrap_or(0),
-            status.hugetlbpages.unwrap_or(0),
-        );
-        let connections = if name == "xmrig-pool" {
-            vec![Connection {
-                local: "127.0.0.1:40512".into(),
-                remote_ip: "127.0.0.1".into(),
-                remote_port: 3333,
-                peer: None,
-            }]
-        } else {
-            Vec::new()
-        };
-        let p = ProcessFacts {
-            pid: stat.pid,
-            start_time: stat.starttime,
-            ppid: stat.ppid,
-            ancestry: vec![Ancestor {
-                pid: stat.ppid,
-                name: "bash".into(),
-            }],
-            uid: status.ruid,
-            user: Some("root".into()),
-            comm: stat.comm.clone(),
-            cmdline,
-            exe: Some(exe),
-            cwd: Some("/root".into()),
-            container: None,
-            nice: stat.nice,
-            threads: u64::try_from(stat.num_threads).unwrap_or(0),
-            kernel_thread: false,
-            cpu: CpuFacts {
-                percent: 99.6,
-                ticks: 498,
-                threads: vec![ThreadCpu {
-                    tid: stat.pid + 5,
-                    name: stat.comm.clone(),
-                    percent: 99.4,
-                }],
-                whole_window: true,
-                ..CpuFacts::default()
-            },
-            memory: Some(memory),
-            connections,
-            ..ProcessFacts::default()
-        };
-        let snap = HostSnapshot {
-            schema: SNAPSHOT_SCHEMA.into(),
-            host: HostInfo {
-                hostname: "fixture".into(),
-                kernel: "6.1.0".into(),
-                cpus: 2,
-                boot_time: "2026-11-01T00:00:00Z".into(),
-                clock_ticks: 100,
-            },
-            started_at: "2026-11-01T01:00:00Z".into(),
-            window_secs: 5.0,
-            host_cpu: HostCpu {
-                busy_ticks: 520,
-                total_ticks: 1000,
-                ..HostCpu::default()
-            },
-            processes: vec![p],
-            binaries: Vec::new(),
-            rules: RulesInfo::default(),
-            scope: Vec::new(),
-            coverage: Coverage {
-                processes: 1,
-                ..Coverage::default()
-            },
-            host_facts: Default::default(),
-            preload_binaries: Vec::new(),
-        };
-        let json = serde_json::to_string_pretty(&snap).expect("json");
-        std::fs::write(format!("{SNAPSHOTS}/{name}.json"), json + "\n").expect("write");
-    }
-}
-
 #[test]
 fn hidden_busy_process_is_suspicious() {
     let mut p = plain(100.0);
-    p.hidden = Some(crate::observe::host::HiddenPid {
+    p.hidden = Some(crate::snapshot::HiddenPid {
         pid: 4242,
         seen_by: vec!["getdents64".into()],
         missing_from: vec!["readdir".into()],
@@ -959,7 +842,7 @@ fn hidden_busy_process_is_suspicious() {
 
 #[test]
 fn allow_rules_cap_or_suppress_and_say_so() {
-    use crate::agent::config::AllowRule;
+    use crate::judge::AllowRule;
     let mut s = load("monerod-regtest-mining");
     s.processes[0].exe = Some("/usr/bin/monerod".into());
     let rule = AllowRule {

@@ -38,55 +38,14 @@ use std::sync::LazyLock;
 
 use libc::c_int;
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+
+pub use crate::snapshot::{
+    HiddenPid, HostFacts, HugePages, PersistenceEntry, PidSweep, PreloadFile, SysctlSetting,
+};
 
 // ---------------------------------------------------------------------------
 // Public data
 // ---------------------------------------------------------------------------
-
-/// What the host shows outside any one process.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HostFacts {
-    /// Pids (thread-group leaders) that exist but some listing did not show,
-    /// confirmed by a second look (still alive, still missing).
-    pub hidden_pids: Vec<HiddenPid>,
-    /// Mounts over `/proc/<pid>` or anything below it (bind-mount hiding), from
-    /// /proc/self/mountinfo and PID 1's /proc/1/mountinfo: the mount point.
-    pub proc_pid_mounts: Vec<String>,
-    /// The hidepid= option of the /proc mount, if set.
-    pub hidepid: Option<String>,
-    /// Executable file mappings in minerwatch itself (/proc/self/maps) that
-    /// were preloaded or are not a dependency we expect. A mapping is listed
-    /// when it is named in our own `LD_PRELOAD` or in `<root>/etc/ld.so.preload`
-    /// (same path or same file name), or when it is not one of the libraries a
-    /// Rust program linked against glibc loads: glibc's own objects (libc,
-    /// libm, ld-linux, libpthread, libdl, librt, libresolv, libnss_*, gconv
-    /// modules…), libgcc_s and a few common NSS dependencies (libz, libcap,
-    /// libsystemd, libselinux, …), each from a system library directory
-    /// (`/lib`, `/usr/lib`, `/lib64`, `/usr/lib64`, their `<triplet>-linux-gnu`
-    /// subdirectory). Our own executable is excluded. A library loaded from
-    /// `/usr/local/lib`, `/etc`, `/tmp` or a `memfd:` is therefore listed.
-    pub self_preloaded: Vec<String>,
-    /// `<root>/etc/ld.so.preload`, when it exists (also when it is a symlink,
-    /// which is not followed).
-    pub ld_so_preload: Option<PreloadFile>,
-    /// Huge page pool from `<proc_root>/meminfo`.
-    pub hugepages: HugePages,
-    /// /sys/module/msr/parameters/allow_writes (under root), when the msr
-    /// module is loaded.
-    pub msr_allow_writes: Option<String>,
-    /// /proc/sys/kernel/nmi_watchdog (under proc_root).
-    pub nmi_watchdog: Option<String>,
-    /// Miner-tuning sysctl settings (vm.nr_hugepages, kernel.nmi_watchdog,
-    /// vm.nr_overcommit_hugepages) in `<root>/etc/sysctl.conf` and
-    /// `<root>/{etc,run,usr/lib,lib}/sysctl.d/*.conf`.
-    pub sysctl: Vec<SysctlSetting>,
-    /// Persistence entries that look like they launch a miner.
-    pub persistence: Vec<PersistenceEntry>,
-    /// What the pid brute force probed.
-    pub pid_sweep: PidSweep,
-}
 
 /// Which pids the brute force asks about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,37 +67,6 @@ pub enum Sweep {
         slices: u32,
         also: Vec<i32>,
     },
-}
-
-/// What one brute-force sweep probed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PidSweep {
-    /// Inclusive pid ranges probed.
-    pub ranges: Vec<(i32, i32)>,
-    /// Single pids probed besides (found hidden before).
-    pub pids: Vec<i32>,
-    pub pid_max: i32,
-    /// The last allocated pid (`/proc/loadavg`) read before probing.
-    pub last_pid: Option<i32>,
-    /// Where the next rolling slice starts.
-    pub next_slice: i32,
-}
-
-impl PidSweep {
-    /// Whether the brute force asked about `pid`.
-    pub fn probed(&self, pid: i32) -> bool {
-        self.ranges.iter().any(|&(a, b)| (a..=b).contains(&pid)) || self.pids.contains(&pid)
-    }
-
-    /// Pids probed in all.
-    pub fn count(&self) -> u64 {
-        self.ranges
-            .iter()
-            .map(|&(a, b)| u64::try_from(i64::from(b) - i64::from(a) + 1).unwrap_or(0))
-            .sum::<u64>()
-            + self.pids.len() as u64
-    }
 }
 
 /// The ranges a sweep probes and where the next slice starts. Pure.
@@ -195,76 +123,6 @@ fn plan_sweep(sweep: &Sweep, pid_max: i32, now_last: Option<i32>) -> (Vec<(i32, 
 fn last_allocated_pid(proc_fd: Option<&OwnedFd>) -> Option<i32> {
     let text = read_value_at(proc_fd?, "loadavg")?;
     text.split_whitespace().nth(4)?.parse().ok()
-}
-
-/// A process that exists but some listing did not show.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HiddenPid {
-    pub pid: i32,
-    /// Listings that saw it: "getdents64", "readdir", "kill(0)/stat".
-    pub seen_by: Vec<String>,
-    /// Listings that missed it.
-    pub missing_from: Vec<String>,
-}
-
-/// The loader's global preload list.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PreloadFile {
-    pub path: String,
-    /// Libraries listed (whitespace- or colon-separated, as ld.so reads it).
-    pub entries: Vec<String>,
-    /// chattr +i.
-    pub immutable: bool,
-    /// When the file is a symlink (not followed, so `entries` is empty): its target.
-    pub symlink_target: Option<String>,
-}
-
-/// The huge page pool, from `HugePages_*` and `Hugepagesize` in meminfo.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HugePages {
-    pub nr_hugepages: u64,
-    pub free: u64,
-    pub reserved: u64,
-    pub surplus: u64,
-    pub size_kib: u64,
-    /// 1 GiB pages (`--randomx-1gb-pages`), from
-    /// `<root>/sys/kernel/mm/hugepages/hugepages-1048576kB/{nr,free}_hugepages`;
-    /// 0 when the size is not supported.
-    pub nr_1g: u64,
-    pub free_1g: u64,
-}
-
-/// One miner-tuning sysctl line.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SysctlSetting {
-    pub file: String,
-    pub line: u32,
-    pub key: String,
-    pub value: String,
-}
-
-/// A cron line, systemd Exec line or rc.local line that looks like it launches
-/// a miner (or an immutable persistence file).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PersistenceEntry {
-    /// "cron" | "systemd" | "rc.local"
-    pub kind: String,
-    pub path: String,
-    /// 1-based; 0 when the entry is about the file as a whole.
-    pub line: u32,
-    /// The line, capped at 300 characters.
-    pub text: String,
-    /// Why it is suspect, one short phrase each.
-    pub reasons: Vec<String>,
-    /// chattr +i (FS_IMMUTABLE_FL).
-    pub immutable: bool,
-    /// The program it launches, if parsed.
-    pub executable: Option<String>,
 }
 
 // ---------------------------------------------------------------------------

@@ -9,18 +9,7 @@
 use procfs::process::{MMPermissions, MMapPath, MemoryMap};
 
 use crate::snapshot::{MemoryFacts, Region};
-
-const MIB: u64 = 1024 * 1024;
-/// A RandomX dataset (2080 MiB), alone or merged by the kernel with the
-/// 256 MiB cache next to it.
-pub const RANDOMX_DATASET: std::ops::RangeInclusive<u64> = (2080 * MIB)..=(2080 * MIB + 272 * MIB);
-/// A RandomX cache (256 MiB), alone or with a little neighbouring memory.
-pub const RANDOMX_CACHE: std::ops::RangeInclusive<u64> = (256 * MIB)..=(264 * MIB);
-
-/// Whether a mapping has a RandomX dataset's or cache's size.
-pub fn randomx_sized(size: u64) -> bool {
-    RANDOMX_DATASET.contains(&size) || RANDOMX_CACHE.contains(&size)
-}
+pub use crate::snapshot::{RANDOMX_CACHE, RANDOMX_DATASET, randomx_sized};
 
 /// Anonymous mappings from this size up are listed.
 pub const LARGE_ANON_BYTES: u64 = 64 * 1024 * 1024;

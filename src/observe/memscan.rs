@@ -18,8 +18,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use crate::snapshot::{MemoryMatch, MemoryScan};
 use procfs::process::{MMPermissions, MMapPath, MemoryMap};
-use serde::{Deserialize, Serialize};
 use yara_x::Rules;
 
 use super::memory::{is_anonymous, perms};
@@ -47,30 +47,6 @@ impl Default for Budget {
 const SKIP_ANON_BYTES: u64 = 256 * 1024 * 1024;
 /// Read chunk: a failed read loses at most this much.
 const CHUNK: usize = 1024 * 1024;
-
-/// A rule that matched in process memory, with the regions it matched in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryMatch {
-    pub rule: String,
-    pub namespace: String,
-    pub category: String,
-    pub description: Option<String>,
-    /// Regions holding the matches, as `0xSTART perms [path]`.
-    pub regions: Vec<String>,
-}
-
-/// What one process memory scan did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryScan {
-    pub regions_scanned: u32,
-    pub bytes_scanned: u64,
-    /// Regions (or parts) that could not be read.
-    pub read_errors: u32,
-    /// True when a budget (bytes or time) cut the scan short.
-    pub truncated: bool,
-    pub elapsed_ms: u64,
-    pub matches: Vec<MemoryMatch>,
-}
 
 /// Why a region is scanned, in priority order: JIT code, the program's own
 /// code (as loaded: unpacked, patched), the heap, anonymous writable memory.

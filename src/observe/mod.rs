@@ -13,6 +13,8 @@
 pub mod candidates;
 pub mod config;
 pub mod files;
+#[cfg(test)]
+mod fixtures;
 pub mod fpu;
 pub mod host;
 pub mod memory;

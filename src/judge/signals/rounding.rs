@@ -64,7 +64,7 @@ pub(super) fn rounding(p: &ProcessFacts, busy: bool, out: &mut Vec<Signal>) {
 /// is not hashing RandomX, when its threads were seen running often enough;
 /// `None` when they were not (a stopped, throttled or sleeping thread's
 /// samples repeat its last state and prove nothing).
-fn not_hashing(p: &ProcessFacts, f: &crate::observe::fpu::FpuFacts) -> Option<String> {
+fn not_hashing(p: &ProcessFacts, f: &crate::snapshot::FpuFacts) -> Option<String> {
     let cpu_of = |tid: i32| p.cpu.threads.iter().find(|t| t.tid == tid);
     let percent = |tid: i32| cpu_of(tid).map_or(0.0, |t| t.percent);
     let (seen, unseen): (Vec<_>, Vec<_>) = f.threads.iter().partition(|t| t.ran_samples() > 0);

@@ -5,7 +5,30 @@
 //! into a report without any further I/O. Fields may be added, never renamed:
 //! a snapshot saved by an older minerwatch must still load.
 
+mod host;
+mod memscan;
+mod rounding;
+
 use serde::{Deserialize, Serialize};
+
+pub use host::{
+    HiddenPid, HostFacts, HugePages, PersistenceEntry, PidSweep, PreloadFile, SysctlSetting,
+};
+pub use memscan::{MemoryMatch, MemoryScan};
+pub use rounding::{FpuFacts, RAN_NS, ThreadFpu};
+
+const MIB: u64 = 1024 * 1024;
+/// A RandomX dataset (2080 MiB), alone or merged by the kernel with the
+/// 256 MiB cache next to it: the sizes [`MemoryFacts::large_anon`] regions
+/// are told apart by.
+pub const RANDOMX_DATASET: std::ops::RangeInclusive<u64> = (2080 * MIB)..=(2080 * MIB + 272 * MIB);
+/// A RandomX cache (256 MiB), alone or with a little neighbouring memory.
+pub const RANDOMX_CACHE: std::ops::RangeInclusive<u64> = (256 * MIB)..=(264 * MIB);
+
+/// Whether a mapping has a RandomX dataset's or cache's size.
+pub fn randomx_sized(size: u64) -> bool {
+    RANDOMX_DATASET.contains(&size) || RANDOMX_CACHE.contains(&size)
+}
 
 /// The value of the `schema` field of every saved snapshot.
 pub const SNAPSHOT_SCHEMA: &str = "minerwatch-snapshot/1";
@@ -37,7 +60,7 @@ pub struct HostSnapshot {
     /// Host state outside any one process: hidden pids, preloads, leftovers,
     /// persistence.
     #[serde(default)]
-    pub host_facts: crate::observe::host::HostFacts,
+    pub host_facts: HostFacts,
     /// Libraries named by ld.so.preload or preloaded into minerwatch, scanned
     /// with the rules: (path, binary id).
     #[serde(default)]
@@ -120,13 +143,13 @@ pub struct ProcessFacts {
     /// Set when a /proc listing did not show this process: which ones saw it
     /// and which missed it.
     #[serde(default)]
-    pub hidden: Option<crate::observe::host::HiddenPid>,
+    pub hidden: Option<HiddenPid>,
     /// FPU rounding-mode samples of its busy threads; `None` when not sampled.
     #[serde(default)]
-    pub fpu: Option<crate::observe::fpu::FpuFacts>,
+    pub fpu: Option<FpuFacts>,
     /// yara-x scan of the process's memory; `None` when not scanned.
     #[serde(default)]
-    pub memory_scan: Option<crate::observe::memscan::MemoryScan>,
+    pub memory_scan: Option<MemoryScan>,
 }
 
 /// A parent in the ancestry chain.

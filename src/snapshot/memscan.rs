@@ -1,0 +1,28 @@
+//! A yara-x scan of a process's memory, as `observe::memscan` reads it from
+//! `/proc/PID/mem` region by region.
+
+use serde::{Deserialize, Serialize};
+
+/// A rule that matched in process memory, with the regions it matched in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryMatch {
+    pub rule: String,
+    pub namespace: String,
+    pub category: String,
+    pub description: Option<String>,
+    /// Regions holding the matches, as `0xSTART perms [path]`.
+    pub regions: Vec<String>,
+}
+
+/// What one process memory scan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryScan {
+    pub regions_scanned: u32,
+    pub bytes_scanned: u64,
+    /// Regions (or parts) that could not be read.
+    pub read_errors: u32,
+    /// True when a budget (bytes or time) cut the scan short.
+    pub truncated: bool,
+    pub elapsed_ms: u64,
+    pub matches: Vec<MemoryMatch>,
+}
