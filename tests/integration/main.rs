@@ -3,6 +3,7 @@
 //! - `cli`: formats, exit codes and error messages (fast, on fixtures);
 //! - `miners`: a librandomx worker in every disguise, regtest monerod mining,
 //!   an XMRig-style client on a fake Stratum pool: each must be convicted;
+//! - `outputs`: the agent's syslog output against a real rsyslogd;
 //! - `corpus`: the CI subset of the benign corpus (tests/support/corpus/):
 //!   heavy programs of every class that must stay at most `notice`.
 //!
@@ -17,6 +18,7 @@ mod cli;
 mod corpus;
 mod host;
 mod miners;
+mod outputs;
 
 use std::process::{Command, Output};
 
