@@ -45,7 +45,7 @@ for (let i = 0; i < 128; i++) {
   for (let j = 0; j < a.length; j++) a[j] = j * 0.5 + i;
   arrays.push(a);
 }
-pub(super) const objects = [];
+const objects = [];
 for (let i = 0; i < (1 << 20); i++) objects.push({ id: i, score: i * 0.25, tag: "t" + (i % 97) });
 console.log("mw-ready");
 let x = 0.1;
