@@ -11,7 +11,6 @@
 //! the ESTABLISHED state are listed.
 
 pub mod candidates;
-pub mod config;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
@@ -19,6 +18,7 @@ pub mod fpu;
 pub mod host;
 pub mod memory;
 pub mod memscan;
+pub mod miner_config;
 mod net;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -1242,7 +1242,7 @@ impl DetailReader<'_> {
                 .or_insert_with(|| {
                     let full = root.join(path.trim_start_matches('/'));
                     match files::read_regular(&full, files::MAX_CONFIG_BYTES, true) {
-                        Ok((bytes, _)) => config::parse(&path, &bytes),
+                        Ok((bytes, _)) => miner_config::parse(&path, &bytes),
                         Err(_) => None,
                     }
                 })

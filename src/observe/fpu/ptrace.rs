@@ -350,7 +350,7 @@ fn explain_refusal(proc_dir: &Path, task: &Path, e: &io::Error) -> Refusal {
 }
 
 #[derive(Default)]
-struct Outcome {
+struct SamplingResult {
     threads: Vec<ThreadFpu>,
     traced_by: Option<i32>,
     refused: Option<String>,
@@ -359,7 +359,7 @@ struct Outcome {
     signals_relayed: u32,
 }
 
-impl Outcome {
+impl SamplingResult {
     fn traced(&mut self, tracer: i32) -> String {
         let why = format!("already traced by pid {tracer}");
         self.traced_by.get_or_insert(tracer);
@@ -412,7 +412,7 @@ pub(super) fn sample(proc_root: &Path, pid: i32, tids: &[i32], opts: &SampleOpti
 
 /// A thread being sampled: its samples so far, where it lives in
 /// procfs, and its CPU time at the previous look.
-struct Sampled {
+struct SampledThread {
     fpu: ThreadFpu,
     task: PathBuf,
     last: Option<CpuTime>,
@@ -424,7 +424,7 @@ struct Sampled {
 /// alone: it is idle, and more stops would tell nothing.
 const IDLE_RUN: u32 = 8;
 
-impl Sampled {
+impl SampledThread {
     /// Whether it still wants samples.
     fn wants(&self, opts: &SampleOptions) -> bool {
         self.fpu.error.is_none() && self.fpu.ran_samples() < opts.samples as usize
@@ -459,9 +459,9 @@ impl Sampled {
 }
 
 /// The sampling proper; runs on its own OS thread, the tracer.
-fn run(proc_dir: &Path, tids: &[i32], opts: &SampleOptions, started: Instant) -> Outcome {
-    let mut out = Outcome::default();
-    let mut threads: Vec<Sampled> = Vec::new();
+fn run(proc_dir: &Path, tids: &[i32], opts: &SampleOptions, started: Instant) -> SamplingResult {
+    let mut out = SamplingResult::default();
+    let mut threads: Vec<SampledThread> = Vec::new();
     for &tid in tids {
         let task = proc_dir.join("task").join(tid.to_string());
         let state = read_state(&task);
@@ -485,7 +485,7 @@ fn run(proc_dir: &Path, tids: &[i32], opts: &SampleOptions, started: Instant) ->
             error,
             ..ThreadFpu::default()
         };
-        threads.push(Sampled {
+        threads.push(SampledThread {
             fpu,
             task,
             last,

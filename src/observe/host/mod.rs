@@ -132,7 +132,7 @@ pub fn observe_host_with(
     proc_root: &Path,
     sweep: &Sweep,
 ) -> (HostFacts, Vec<(String, String)>) {
-    let mut gaps = Gaps::default();
+    let mut gaps = Unread::default();
     let mut facts = HostFacts::default();
     let root_tree = Tree::open(root, &mut gaps);
     let proc_tree = Tree::open(proc_root, &mut gaps);
@@ -142,7 +142,7 @@ pub fn observe_host_with(
 
         facts.ld_so_preload = read_ld_so_preload(&root_tree, &mut gaps);
         facts.hugepages = read_hugepages(&proc_tree, &mut gaps);
-        let gig = |name: &str, gaps: &mut Gaps| {
+        let gig = |name: &str, gaps: &mut Unread| {
             read_trimmed(
                 &root_tree,
                 &format!("sys/kernel/mm/hugepages/hugepages-1048576kB/{name}"),

@@ -129,7 +129,7 @@ pub(super) const SOURCES: &[Source] = &[
 /// Symlink targets inside trees that are read anyway (package-managed units).
 pub(super) const UNIT_COVERED: &[&str] = &["/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/"];
 
-pub(super) fn scan_persistence(tree: &Tree, gaps: &mut Gaps) -> Vec<PersistenceEntry> {
+pub(super) fn scan_persistence(tree: &Tree, gaps: &mut Unread) -> Vec<PersistenceEntry> {
     /// (kind, format, the scanned directory, its files)
     type Found = (&'static str, Format, String, Vec<(String, Got)>);
     let mut found: Vec<Found> = Vec::new();

@@ -132,18 +132,10 @@ pub fn list_pids_readdir(proc_root: &Path) -> io::Result<Vec<i32>> {
 /// wrappers a preload hider could hook) at about 0.1 µs each. A
 /// `stat(<proc_root>/pid)` for every pid costs about 0.9 µs more (a procfs
 /// path lookup): 3.8–4.6 s for pid_max 4194304 on a 2-core machine, too much
-/// for a 5 s window, so it is left to [`brute_force_pids_with`]. For any other
-/// `proc_root` (another namespace's /proc, a fixture) only `stat` can answer
-/// and is used alone.
+/// for a 5 s window, so it is not done. For any other `proc_root` (another
+/// namespace's /proc, a fixture) only `stat` can answer and is used alone.
 pub fn brute_force_pids(proc_root: &Path) -> Vec<i32> {
-    brute_force_pids_with(proc_root, false)
-}
-
-/// [`brute_force_pids`], with `stat_sweep` also asking `stat(<proc_root>/pid)`
-/// for every pid the syscalls deny (catches a rootkit that hooks kill and
-/// getpgid in the kernel; ~4 s for pid_max 4194304 on 2 cores).
-pub fn brute_force_pids_with(proc_root: &Path, stat_sweep: bool) -> Vec<i32> {
-    brute_force_sweep(proc_root, stat_sweep, &Sweep::Full).0
+    brute_force_sweep(proc_root, false, &Sweep::Full).0
 }
 
 /// The brute force over what `sweep` names: the pids found (thread-group

@@ -7,7 +7,7 @@ use super::*;
 // /proc/self: mounts, hidepid, our own mapped libraries
 // ---------------------------------------------------------------------------
 
-pub(super) fn read_self(facts: &mut HostFacts, proc_root: &Path, gaps: &mut Gaps) {
+pub(super) fn read_self(facts: &mut HostFacts, proc_root: &Path, gaps: &mut Unread) {
     let self_fd = match open_proc_self() {
         Ok(fd) => fd,
         Err(e) => {

@@ -7,10 +7,12 @@ use super::*;
 // Safe filesystem access
 // ---------------------------------------------------------------------------
 
+/// What the host checks could not read, and why: (path or what, error),
+/// each once. It becomes coverage errors of the snapshot.
 #[derive(Default)]
-pub(super) struct Gaps(pub(super) Vec<(String, String)>);
+pub(super) struct Unread(pub(super) Vec<(String, String)>);
 
-impl Gaps {
+impl Unread {
     pub(super) fn add(&mut self, what: impl Into<String>, error: impl Into<String>) {
         let gap = (what.into(), error.into());
         if !self.0.contains(&gap) {
@@ -76,7 +78,7 @@ pub(super) struct Tree {
 }
 
 impl Tree {
-    pub(super) fn open(base: &Path, gaps: &mut Gaps) -> Tree {
+    pub(super) fn open(base: &Path, gaps: &mut Unread) -> Tree {
         let fd = match open_dir_path(base) {
             Ok(fd) => Some(fd),
             Err(e) => {
@@ -148,7 +150,7 @@ impl Tree {
         Ok(cur)
     }
 
-    pub(super) fn walk_gap(gaps: &mut Gaps, e: WalkError) {
+    pub(super) fn walk_gap(gaps: &mut Unread, e: WalkError) {
         match e {
             WalkError::Missing | WalkError::Alias => {}
             WalkError::Symlink { at, target } => {
@@ -160,7 +162,7 @@ impl Tree {
     }
 
     /// Reads the regular file `rel`.
-    pub(super) fn read(&self, gaps: &mut Gaps, rel: &str, cap: usize, flags: bool) -> Got {
+    pub(super) fn read(&self, gaps: &mut Unread, rel: &str, cap: usize, flags: bool) -> Got {
         let rel = rel.trim_matches('/');
         let (dir_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let dir = match self.walk(dir_rel) {
@@ -175,7 +177,7 @@ impl Tree {
 
     pub(super) fn read_in(
         &self,
-        gaps: &mut Gaps,
+        gaps: &mut Unread,
         dir: &OwnedFd,
         rel: &str,
         name: &[u8],
@@ -205,7 +207,7 @@ impl Tree {
     /// deep, sorted by path. FIFOs, sockets and devices are recorded as gaps.
     pub(super) fn list(
         &self,
-        gaps: &mut Gaps,
+        gaps: &mut Unread,
         rel_dir: &str,
         depth: usize,
         cap: usize,
@@ -237,7 +239,7 @@ impl Tree {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn list_in(
         &self,
-        gaps: &mut Gaps,
+        gaps: &mut Unread,
         dir: &OwnedFd,
         rel_dir: &str,
         depth: usize,
@@ -314,7 +316,7 @@ impl Tree {
     }
 
     /// Subdirectories of `rel_dir` (not symlinks to one: those are gaps).
-    pub(super) fn list_dirs(&self, gaps: &mut Gaps, rel_dir: &str) -> Vec<String> {
+    pub(super) fn list_dirs(&self, gaps: &mut Unread, rel_dir: &str) -> Vec<String> {
         let dir = match self.walk(rel_dir) {
             Ok(d) => d,
             Err(e) => {

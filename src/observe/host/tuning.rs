@@ -7,7 +7,7 @@ use super::*;
 // Tuning leftovers
 // ---------------------------------------------------------------------------
 
-pub(super) fn read_ld_so_preload(tree: &Tree, gaps: &mut Gaps) -> Option<PreloadFile> {
+pub(super) fn read_ld_so_preload(tree: &Tree, gaps: &mut Unread) -> Option<PreloadFile> {
     let rel = "etc/ld.so.preload";
     let path = tree.display(rel);
     match tree.read(gaps, rel, CONFIG_CAP, true) {
@@ -29,7 +29,7 @@ pub(super) fn read_ld_so_preload(tree: &Tree, gaps: &mut Gaps) -> Option<Preload
     }
 }
 
-pub(super) fn read_hugepages(tree: &Tree, gaps: &mut Gaps) -> HugePages {
+pub(super) fn read_hugepages(tree: &Tree, gaps: &mut Unread) -> HugePages {
     let mut hp = HugePages::default();
     let Got::File(f) = tree.read(gaps, "meminfo", VALUE_CAP, false) else {
         gaps.add(tree.display("meminfo"), "not readable; huge pages unknown");
@@ -59,7 +59,7 @@ pub(super) fn read_hugepages(tree: &Tree, gaps: &mut Gaps) -> HugePages {
 }
 
 /// A small value file (procfs/sysfs), trimmed; None when absent.
-pub(super) fn read_trimmed(tree: &Tree, rel: &str, gaps: &mut Gaps) -> Option<String> {
+pub(super) fn read_trimmed(tree: &Tree, rel: &str, gaps: &mut Unread) -> Option<String> {
     match tree.read(gaps, rel, VALUE_CAP, false) {
         Got::File(f) => Some(String::from_utf8_lossy(&f.data).trim().to_string()),
         Got::Symlink(target) => {
@@ -80,7 +80,7 @@ pub(super) const SYSCTL_DIRS: &[&str] = &[
     "lib/sysctl.d",
 ];
 
-pub(super) fn scan_sysctl(tree: &Tree, gaps: &mut Gaps) -> Vec<SysctlSetting> {
+pub(super) fn scan_sysctl(tree: &Tree, gaps: &mut Unread) -> Vec<SysctlSetting> {
     let covered = |target: &str| {
         target == "/dev/null"
             || target == "/etc/sysctl.conf"
