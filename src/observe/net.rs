@@ -15,7 +15,8 @@ use std::path::Path;
 
 use procfs::process::{FDTarget, Process};
 
-use super::{Gaps, Tracked};
+use super::coverage::CoverageLog;
+use super::process::Watched;
 use crate::snapshot::{Connection, LocalPeer};
 
 /// One network namespace's established connections.
@@ -27,7 +28,7 @@ struct Table {
 }
 
 /// Fills each process's `connections`, with the local peer of loopback ones.
-pub(super) fn connections(tracked: &mut [Tracked], proc_root: &Path, gaps: &mut Gaps) {
+pub(super) fn connections(tracked: &mut [Watched], proc_root: &Path, gaps: &mut CoverageLog) {
     let mut tables: HashMap<String, Table> = HashMap::new();
     // (process index, connection index, the peer's socket inode)
     let mut loopback: Vec<(usize, usize, u64)> = Vec::new();
@@ -118,7 +119,7 @@ pub(super) fn connections(tracked: &mut [Tracked], proc_root: &Path, gaps: &mut 
     }
 }
 
-fn read_table(p: &Process, gaps: &mut Gaps) -> Table {
+fn read_table(p: &Process, gaps: &mut CoverageLog) -> Table {
     let mut table = Table::default();
     for (name, entries) in [("net/tcp", p.tcp()), ("net/tcp6", p.tcp6())] {
         match entries {
@@ -142,7 +143,7 @@ fn is_loopback(ip: &str) -> bool {
     ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn peer_of(t: &Tracked) -> LocalPeer {
+fn peer_of(t: &Watched) -> LocalPeer {
     LocalPeer {
         pid: t.facts.pid,
         comm: t.facts.comm.clone(),
