@@ -1,5 +1,6 @@
 //! Host findings: what the host shows outside any one process.
 
+use super::persistence::Suspect;
 use super::{HostFinding, Level, Policy};
 use crate::snapshot::HostSnapshot;
 
@@ -9,13 +10,17 @@ const HIDDEN_CPU_NOTICE: f64 = 0.25;
 const HIDDEN_CPU_SUSPICIOUS: f64 = 0.5;
 
 /// All host findings of a snapshot.
-pub fn findings(snap: &HostSnapshot, policy: &Policy) -> Vec<HostFinding> {
+pub fn findings(
+    snap: &HostSnapshot,
+    policy: &Policy,
+    persistence: &[Suspect<'_>],
+) -> Vec<HostFinding> {
     let mut out = Vec::new();
     hidden_cpu(snap, &mut out);
     hiding(snap, &mut out);
     preloads(snap, policy, &mut out);
     leftovers(snap, &mut out);
-    persistence(snap, &mut out);
+    persistence_findings(snap, persistence, &mut out);
     out
 }
 
@@ -218,11 +223,10 @@ fn leftovers(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
 }
 
 /// Cron lines, systemd units and rc.local that launch a miner.
-fn persistence(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
-    for e in &snap.host_facts.persistence {
+fn persistence_findings(snap: &HostSnapshot, suspects: &[Suspect<'_>], out: &mut Vec<HostFinding>) {
+    for Suspect { entry: e, reasons } in suspects {
         let launched: Vec<String> = e
-            .executable
-            .as_deref()
+            .program()
             .map(|exe| launched_by(snap, exe))
             .unwrap_or_default();
         let mut evidence = format!(
@@ -231,11 +235,8 @@ fn persistence(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
             e.path,
             e.line,
             e.text,
-            e.reasons.join(", ")
+            reasons.join(", ")
         );
-        if e.immutable && !e.reasons.iter().any(|r| r.contains("immutable")) {
-            evidence.push_str(", immutable (chattr +i)");
-        }
         if !launched.is_empty() {
             evidence.push_str(&format!(
                 "; it launches running process {}",
@@ -348,7 +349,10 @@ mod tests {
     }
 
     fn findings(s: &HostSnapshot) -> Vec<HostFinding> {
-        super::findings(s, &Policy::default())
+        let policy = Policy::default();
+        let persistence =
+            crate::judge::persistence::suspects(&s.host_facts.persistence, &policy.indicators);
+        super::findings(s, &policy, &persistence)
     }
 
     #[test]
@@ -487,9 +491,11 @@ mod tests {
             path: "/etc/crontab".into(),
             line: 3,
             text: "@reboot root /tmp/.x/kdevtmpfsi".into(),
-            reasons: vec!["runs from /tmp".into()],
+            command: "root /tmp/.x/kdevtmpfsi".into(),
+            programs: vec!["/tmp/.x/kdevtmpfsi".into()],
+            at_reboot: true,
             immutable: true,
-            executable: Some("/tmp/.x/kdevtmpfsi".into()),
+            ..PersistenceEntry::default()
         }];
         let f = findings(&s);
         assert_eq!(

@@ -24,6 +24,7 @@
 //!   (`rx.not_hashing`), and then its RandomX capability no longer counts.
 
 pub mod host;
+pub mod persistence;
 mod policy;
 pub mod signals;
 
@@ -147,11 +148,12 @@ pub struct HostFinding {
 
 /// Judges a whole snapshot.
 pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
+    let persistence = persistence::suspects(&snapshot.host_facts.persistence, &policy.indicators);
     let mut findings: Vec<Finding> = snapshot
         .processes
         .iter()
         .filter_map(|p| {
-            let mut signals = signals::detect(p, snapshot, policy);
+            let mut signals = signals::detect_with(p, snapshot, policy, &persistence);
             // Evidence against first (it explains a low level), then the
             // strongest evidence; ties keep detection order.
             signals.sort_by_key(|s| (s.kind != Kind::Against, std::cmp::Reverse(s.weight)));
@@ -182,7 +184,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
             .then(b.score.cmp(&a.score))
             .then(a.pid.cmp(&b.pid))
     });
-    let host_findings = host::findings(snapshot, policy);
+    let host_findings = host::findings(snapshot, policy, &persistence);
     let verdict = findings
         .iter()
         .map(|f| f.level)

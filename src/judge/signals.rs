@@ -9,6 +9,7 @@ mod pool;
 mod rounding;
 
 use super::Policy;
+use super::persistence::Suspect;
 use crate::snapshot::{BinaryFacts, HostSnapshot, ProcessFacts, Region, RuleMatch};
 use crate::snapshot::{RANDOMX_CACHE, RANDOMX_DATASET};
 
@@ -102,6 +103,19 @@ pub const XMRIG_DATASET_BYTES: u64 = 0x8200_0000;
 
 /// All signals for one process.
 pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Signal> {
+    let persistence =
+        super::persistence::suspects(&snap.host_facts.persistence, &policy.indicators);
+    detect_with(p, snap, policy, &persistence)
+}
+
+/// [`detect`], with the suspect persistence entries judged once for all
+/// processes.
+pub fn detect_with(
+    p: &ProcessFacts,
+    snap: &HostSnapshot,
+    policy: &Policy,
+    persistence: &[Suspect<'_>],
+) -> Vec<Signal> {
     let mut out = Vec::new();
     let busy = cpu(p, snap, policy, &mut out);
     memory(p, busy, &mut out);
@@ -114,11 +128,11 @@ pub fn detect(p: &ProcessFacts, snap: &HostSnapshot, policy: &Policy) -> Vec<Sig
     pool::configs(p, &mut out);
     pool::network(p, &pools, shaped, policy, &mut out);
     identity(p, policy, &mut out);
-    hiding(p, snap, &mut out);
+    hiding(p, persistence, &mut out);
     out
 }
 
-fn hiding(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
+fn hiding(p: &ProcessFacts, persistence: &[Suspect<'_>], out: &mut Vec<Signal>) {
     if let Some(h) = &p.hidden {
         out.push(Signal::new(
             "proc.hidden",
@@ -134,12 +148,10 @@ fn hiding(p: &ProcessFacts, snap: &HostSnapshot, out: &mut Vec<Signal>) {
     let Some(exe) = p.exe.as_deref().map(|e| e.trim_end_matches(" (deleted)")) else {
         return;
     };
-    let launchers: Vec<String> = snap
-        .host_facts
-        .persistence
+    let launchers: Vec<String> = persistence
         .iter()
-        .filter(|e| e.executable.as_deref() == Some(exe))
-        .map(|e| format!("{} {}:{}", e.kind, e.path, e.line))
+        .filter(|s| s.entry.program() == Some(exe))
+        .map(|s| format!("{} {}:{}", s.entry.kind, s.entry.path, s.entry.line))
         .collect();
     if !launchers.is_empty() {
         out.push(Signal::new(
@@ -439,7 +451,7 @@ fn basename(path: &str) -> &str {
 /// Whether `name` has the shape of a kernel thread's name: a known prefix
 /// alone, or followed by a CPU number or a slash ("kworker/0:1", "kswapd0").
 /// "kdevtmpfsi" and "kworkerds" are not: name.campaign judges those.
-fn kernel_thread_name(name: &str, prefixes: &[String]) -> bool {
+pub(crate) fn kernel_thread_name(name: &str, prefixes: &[String]) -> bool {
     let n = name.trim_start_matches('[').trim_end_matches(']');
     prefixes.iter().any(|k| {
         n.strip_prefix(k.as_str()).is_some_and(|rest| {

@@ -42,7 +42,8 @@ pub struct HostFacts {
     /// vm.nr_overcommit_hugepages) in `<root>/etc/sysctl.conf` and
     /// `<root>/{etc,run,usr/lib,lib}/sysctl.d/*.conf`.
     pub sysctl: Vec<SysctlSetting>,
-    /// Persistence entries that look like they launch a miner.
+    /// Every command of the persistence files (cron, systemd, rc.local), and
+    /// the files without one: the judge picks those that launch a miner.
     pub persistence: Vec<PersistenceEntry>,
     /// What the pid brute force probed.
     pub pid_sweep: PidSweep,
@@ -129,22 +130,47 @@ pub struct SysctlSetting {
     pub value: String,
 }
 
-/// A cron line, systemd Exec line or rc.local line that looks like it launches
-/// a miner (or an immutable persistence file).
+/// A command a persistence file runs (a cron line, a systemd `ExecStart*=`
+/// line, a line of rc.local or of a cron script), or the file itself (line
+/// 0: a file with no command, a compiled program where a script belongs, a
+/// symlink that was not followed). Recorded whole, from cron tables
+/// (`/etc/crontab`, `/etc/cron.d`, `/var/spool/cron`), cron script
+/// directories, systemd unit directories (system, user, `~/.config`) and
+/// rc.local under `--root`: the judge decides which launch a miner.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PersistenceEntry {
     /// "cron" | "systemd" | "rc.local"
     pub kind: String,
+    /// The file, as a path on the host (`--root` prefixed).
     pub path: String,
     /// 1-based; 0 when the entry is about the file as a whole.
     pub line: u32,
-    /// The line, capped at 300 characters.
+    /// The line as written (continued lines joined), capped at 300
+    /// characters, control characters shown as U+FFFD.
     pub text: String,
-    /// Why it is suspect, one short phrase each.
-    pub reasons: Vec<String>,
-    /// chattr +i (FS_IMMUTABLE_FL).
+    /// Its command: a cron line without its time (and user) fields, the
+    /// value of an `ExecStart*=`, a script line as it is. Capped likewise.
+    pub command: String,
+    /// The programs the command runs, in order: the first word of each
+    /// simple command after wrappers (nohup, sudo, nice, env…), the script
+    /// given to a shell or interpreter, the inner command of `sh -c`. Best
+    /// effort, not a shell parser.
+    pub programs: Vec<String>,
+    /// A cron `@reboot` line.
+    pub at_reboot: bool,
+    /// The file is immutable (chattr +i, FS_IMMUTABLE_FL).
     pub immutable: bool,
-    /// The program it launches, if parsed.
-    pub executable: Option<String>,
+    /// The file is a compiled program (ELF) where a script is expected.
+    pub compiled: bool,
+    /// A symlink that was not followed (it points outside the trees read):
+    /// its target, resolved lexically as a host path.
+    pub symlink_to: Option<String>,
+}
+
+impl PersistenceEntry {
+    /// The program it launches first, if parsed.
+    pub fn program(&self) -> Option<&str> {
+        self.programs.first().map(String::as_str)
+    }
 }

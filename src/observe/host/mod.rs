@@ -76,29 +76,6 @@ const GETDENTS: &str = "getdents64";
 const READDIR: &str = "readdir";
 const BRUTE: &str = "kill(0)/stat";
 
-/// Known miners and campaign binaries (SIGNALS §5), matched as a word of a
-/// command or file name ("xmrig-6.21" counts, "systemd-sysupdate" does not).
-const MINERS: &[&str] = &["xmrig", "xmr-stak", "minerd", "cpuminer"];
-const CAMPAIGN_NAMES: &[&str] = &[
-    "kdevtmpfsi",
-    "kinsing",
-    "kworkerds",
-    "sysupdate",
-    "tcrond",
-    "kthreaddk",
-    "ksoftriqd",
-    "kdevchecker",
-    "cpuhelp",
-    "solrd",
-    "linuxsys",
-];
-/// Kernel thread names: no cron line or unit ever launches a real one.
-static KTHREAD_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^(?:kworker.*|kswapd\d*|ksoftirqd.*|kthreadd|kblockd|khugepaged|kauditd|kcompactd\d*|ksmd|kdevtmpfs|migration/\d+|rcu_[a-z]+)$",
-    )
-    .expect("static regex")
-});
 const SYSCTL_KEYS: &[&str] = &[
     "vm.nr_hugepages",
     "kernel.nmi_watchdog",

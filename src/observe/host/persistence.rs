@@ -166,21 +166,14 @@ pub(super) fn scan_persistence(tree: &Tree, gaps: &mut Unread) -> Vec<Persistenc
                     }
                     let path = tree.display(&rel);
                     gaps.add(path.clone(), format!("symlink to {target}: not followed"));
-                    let mut reasons = file_name_reasons(format, basename(&rel));
-                    for r in path_reasons(&resolved) {
-                        push_unique(&mut reasons, r);
-                    }
-                    if !reasons.is_empty() {
-                        out.push(PersistenceEntry {
-                            kind: kind.to_string(),
-                            path,
-                            line: 0,
-                            text: cap_text(&format!("symlink -> {target}")),
-                            reasons,
-                            immutable: false,
-                            executable: None,
-                        });
-                    }
+                    out.push(PersistenceEntry {
+                        kind: kind.to_string(),
+                        path,
+                        line: 0,
+                        text: cap_text(&format!("symlink -> {target}")),
+                        symlink_to: Some(resolved),
+                        ..PersistenceEntry::default()
+                    });
                 }
                 Got::Skip => {}
             }
@@ -189,71 +182,42 @@ pub(super) fn scan_persistence(tree: &Tree, gaps: &mut Unread) -> Vec<Persistenc
     out
 }
 
-/// Reasons that come from a persistence file's name.
-pub(super) fn file_name_reasons(format: Format, name: &str) -> Vec<String> {
-    let mut reasons = Vec::new();
-    let lower = name.to_ascii_lowercase();
-    if format == Format::Unit && lower.contains("miner") && lower.contains(".service") {
-        reasons.push(format!("unit named like a miner ({name})"));
-    }
-    for n in miner_names_in(name) {
-        push_unique(&mut reasons, format!("file named like the miner {n}"));
-    }
-    reasons
-}
-
+/// Every command of one persistence file, or the file itself when it has
+/// none (or is a compiled program).
 pub(super) fn analyze_file(
     kind: &str,
     format: Format,
     path: &str,
     file: &FileRead,
 ) -> Vec<PersistenceEntry> {
-    let mut file_reasons = file_name_reasons(format, basename(path));
-    let is_elf = file.data.starts_with(b"\x7fELF");
-    if is_elf && format == Format::Script {
-        file_reasons.push("a compiled program, not a script".to_string());
-    }
-    if file.immutable {
-        file_reasons.push("immutable (chattr +i)".to_string());
-    }
-    let text = String::from_utf8_lossy(&file.data);
-    let entry = |line: u32, text: &str, reasons: Vec<String>, executable: Option<String>| {
-        PersistenceEntry {
-            kind: kind.to_string(),
-            path: path.to_string(),
-            line,
-            text: cap_text(text.trim()),
-            reasons,
-            immutable: file.immutable,
-            executable,
-        }
+    let compiled = file.data.starts_with(b"\x7fELF");
+    let entry = |line: u32, text: &str| PersistenceEntry {
+        kind: kind.to_string(),
+        path: path.to_string(),
+        line,
+        text: cap_text(text.trim()),
+        immutable: file.immutable,
+        compiled: compiled && format == Format::Script,
+        ..PersistenceEntry::default()
     };
     let mut out = Vec::new();
-    let mut first: Option<(u32, String, Option<String>)> = None;
-    if !is_elf {
+    if !compiled {
+        let text = String::from_utf8_lossy(&file.data);
         for (line, logical) in logical_lines(&text, matches!(format, Format::Script | Format::Unit))
         {
             let Some(cmd) = command_of(format, &logical) else {
                 continue;
             };
-            let (mut reasons, executable) = analyze_command(cmd.text, cmd.program);
-            if first.is_none() {
-                first = Some((line, logical.clone(), executable.clone()));
-            }
-            if cmd.at_reboot && !reasons.is_empty() {
-                reasons.push("runs at boot (@reboot)".to_string());
-            }
-            if !reasons.is_empty() {
-                for r in &file_reasons {
-                    push_unique(&mut reasons, r.clone());
-                }
-                out.push(entry(line, &logical, reasons, executable));
-            }
+            out.push(PersistenceEntry {
+                command: cap_text(cmd.text),
+                programs: programs(cmd.program),
+                at_reboot: cmd.at_reboot,
+                ..entry(line, &logical)
+            });
         }
     }
-    if out.is_empty() && !file_reasons.is_empty() {
-        let (line, text, executable) = first.unwrap_or((0, String::new(), None));
-        out.push(entry(line, &text, file_reasons, executable));
+    if out.is_empty() {
+        out.push(entry(0, ""));
     }
     out
 }
@@ -356,131 +320,6 @@ pub(super) fn skip_words(s: &str, n: usize) -> Option<&str> {
         rest = rest[end..].trim_start();
     }
     Some(rest)
-}
-
-pub(super) static PIPE_SHELL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b(?:curl|wget|fetch|lwp-download|lwp-request|tftp)\b[^|;\n]*\|\s*(?:sudo\s+)?(?:\S*/)?(?:(?:ba|da|z|k|a)?sh|python[0-9.]*|perl)\b",
-    )
-    .expect("static regex")
-});
-pub(super) static SHELL_SUBST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b(?:ba|da|z|k|a)?sh\s+(?:-c\s*["']?\$\(|<\s*\()\s*(?:curl|wget)\b"#)
-        .expect("static regex")
-});
-pub(super) static B64_SHELL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bbase64\s+(?:-[a-z]*d[a-z]*|--decode)\b[^|;\n]*\|\s*(?:sudo\s+)?(?:\S*/)?(?:ba|da|z|k|a)?sh\b")
-        .expect("static regex")
-});
-pub(super) static STRATUM: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)stratum2?\+(?:tcp|ssl|tls)://").expect("static regex"));
-pub(super) static POOL_ARG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|\s)(?:-o|--url)(?:\s+|=)\S+:\d{2,5}\b").expect("static regex")
-});
-pub(super) static USER_ARG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:^|\s)(?:-u|--user)(?:\s+|=)\S+").expect("static regex"));
-pub(super) static BACKGROUND_ARG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:^|\s)(?:-B|--background)(?:\s|$)").expect("static regex"));
-pub(super) static WALLET: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b[48][0-9AB][1-9A-HJ-NP-Za-km-z]{93}(?:[1-9A-HJ-NP-Za-km-z]{11})?\b")
-        .expect("static regex")
-});
-
-/// Why a command looks like it launches a miner, and the program it runs.
-pub(super) fn analyze_command(text: &str, program_text: &str) -> (Vec<String>, Option<String>) {
-    let mut reasons: Vec<String> = Vec::new();
-    if PIPE_SHELL.is_match(text) || SHELL_SUBST.is_match(text) {
-        push_unique(&mut reasons, "downloads and pipes into a shell".to_string());
-    }
-    if B64_SHELL.is_match(text) {
-        push_unique(
-            &mut reasons,
-            "decodes base64 and pipes into a shell".to_string(),
-        );
-    }
-    let programs = programs(program_text);
-    for p in &programs {
-        for r in path_reasons(p) {
-            push_unique(&mut reasons, r);
-        }
-    }
-    for n in miner_names_in(text) {
-        push_unique(&mut reasons, format!("names the miner {n}"));
-    }
-    let stratum = STRATUM.is_match(text);
-    let pool = POOL_ARG.is_match(text);
-    if stratum {
-        push_unique(&mut reasons, "has a stratum pool URL".to_string());
-    }
-    for flag in ["--donate-level", "--cpu-max-threads-hint"] {
-        if text.contains(flag) {
-            push_unique(&mut reasons, format!("has the miner flag {flag}"));
-        }
-    }
-    if pool && USER_ARG.is_match(text) {
-        push_unique(
-            &mut reasons,
-            "has pool arguments (-o host:port -u user)".to_string(),
-        );
-    }
-    if BACKGROUND_ARG.is_match(text) && (stratum || pool) {
-        push_unique(
-            &mut reasons,
-            "runs in the background (-B) with a pool".to_string(),
-        );
-    }
-    if WALLET.is_match(text) {
-        push_unique(&mut reasons, "has a Monero wallet address".to_string());
-    }
-    (reasons, programs.into_iter().next())
-}
-
-/// Reasons from the path of a launched program.
-pub(super) fn path_reasons(program: &str) -> Vec<String> {
-    let mut reasons = Vec::new();
-    for dir in ["/tmp", "/var/tmp", "/dev/shm"] {
-        if program
-            .strip_prefix(dir)
-            .is_some_and(|r| r.starts_with('/'))
-        {
-            reasons.push(format!("runs from {dir}"));
-        }
-    }
-    let parts: Vec<&str> = program.split('/').filter(|c| !c.is_empty()).collect();
-    if let Some((last, dirs)) = parts.split_last() {
-        if program.contains('/') {
-            if dirs
-                .iter()
-                .any(|d| d.starts_with('.') && *d != "." && *d != "..")
-            {
-                reasons.push("runs from a hidden directory".to_string());
-            }
-            if last.starts_with('.') && *last != "." && *last != ".." {
-                reasons.push("runs a hidden file".to_string());
-            }
-        }
-        if KTHREAD_NAME.is_match(&last.to_ascii_lowercase()) {
-            reasons.push(format!(
-                "runs a program named like a kernel thread ({last})"
-            ));
-        }
-    }
-    reasons
-}
-
-/// Known miner and campaign names that appear as a word of `text`.
-pub(super) fn miner_names_in(text: &str) -> Vec<&'static str> {
-    let lower = text.to_ascii_lowercase();
-    let mut out = Vec::new();
-    for word in lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
-        for name in MINERS.iter().chain(CAMPAIGN_NAMES) {
-            let hit = word == *name || word.strip_prefix(name).is_some_and(|r| r.starts_with('-'));
-            if hit && !out.contains(name) {
-                out.push(*name);
-            }
-        }
-    }
-    out
 }
 
 pub(super) const WRAPPERS: &[&str] = &[
@@ -627,12 +466,6 @@ pub(super) fn basename(path: &str) -> &str {
         .rsplit('/')
         .next()
         .unwrap_or(path)
-}
-
-pub(super) fn push_unique(v: &mut Vec<String>, s: String) {
-    if !v.contains(&s) {
-        v.push(s);
-    }
 }
 
 /// At most 300 characters, control characters (terminal escapes in a

