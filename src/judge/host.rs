@@ -43,7 +43,10 @@ fn name_of(snap: &HostSnapshot, pid: i32) -> String {
 /// Processes hidden from listings, /proc/PID mounts, hidepid.
 fn hiding(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
     let h = &snap.host_facts;
-    for hp in &h.hidden_pids {
+    // A hidden process that was observed is reported in its own finding
+    // (proc.hidden); only one nothing could be read of is a host finding.
+    let observed = |pid: i32| snap.processes.iter().any(|p| p.pid == pid);
+    for hp in h.hidden_pids.iter().filter(|hp| !observed(hp.pid)) {
         push(
             out,
             "host.hidden_process",

@@ -128,12 +128,17 @@ pub fn detect_with(
     pool::configs(p, &mut out);
     pool::network(p, &pools, shaped, policy, &mut out);
     identity(p, policy, &mut out);
-    hiding(p, persistence, &mut out);
+    hiding(p, snap, persistence, &mut out);
     out
 }
 
-fn hiding(p: &ProcessFacts, persistence: &[Suspect<'_>], out: &mut Vec<Signal>) {
-    if let Some(h) = &p.hidden {
+fn hiding(
+    p: &ProcessFacts,
+    snap: &HostSnapshot,
+    persistence: &[Suspect<'_>],
+    out: &mut Vec<Signal>,
+) {
+    if let Some(h) = snap.host_facts.hidden_pids.iter().find(|h| h.pid == p.pid) {
         out.push(Signal::new(
             "proc.hidden",
             Strength::Medium,

@@ -828,16 +828,25 @@ fn report_orders_findings_and_sets_verdict() {
 }
 
 #[test]
-fn hidden_busy_process_is_suspicious() {
-    let mut p = plain(100.0);
-    p.hidden = Some(crate::snapshot::HiddenPid {
+fn hidden_busy_process_is_suspicious_and_reported_once() {
+    let mut s = with(plain(100.0));
+    s.host_facts.hidden_pids = vec![crate::snapshot::HiddenPid {
         pid: 4242,
         seen_by: vec!["getdents64".into()],
         missing_from: vec!["readdir".into()],
-    });
-    let (level, score, ids) = judge1(&with(p));
+    }];
+    let (level, score, ids) = judge1(&s);
     assert_eq!((level, score), (Level::Suspicious, 40), "{ids:?}");
     assert!(ids.contains(&"proc.hidden".to_string()));
+    // In its finding, not again as a host finding.
+    let r = judge(&s, &Policy::default());
+    assert!(
+        !r.host_findings
+            .iter()
+            .any(|h| h.id == "host.hidden_process"),
+        "{:?}",
+        r.host_findings
+    );
 }
 
 #[test]

@@ -210,14 +210,7 @@ pub fn observe_with(
     let processes: Vec<ProcessFacts> = alive
         .into_iter()
         .filter(|t| !gaps.vanished.contains(&t.facts.pid))
-        .map(|mut t| {
-            t.facts.hidden = host_facts
-                .hidden_pids
-                .iter()
-                .find(|h| h.pid == t.facts.pid)
-                .cloned();
-            t.facts
-        })
+        .map(|t| t.facts)
         .collect();
     let preload_binaries = binaries::scan_preloads(&host_facts, &opts.root, &mut cache, &mut gaps);
     let mut scope_pids = opts.pids.clone();

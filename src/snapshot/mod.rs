@@ -140,10 +140,6 @@ pub struct ProcessFacts {
     pub library_binaries: Vec<String>,
     /// Miner configuration files found for this process.
     pub configs: Vec<MinerConfig>,
-    /// Set when a /proc listing did not show this process: which ones saw it
-    /// and which missed it.
-    #[serde(default)]
-    pub hidden: Option<HiddenPid>,
     /// FPU rounding-mode samples of its busy threads; `None` when not sampled.
     #[serde(default)]
     pub fpu: Option<FpuFacts>,
