@@ -16,7 +16,7 @@ use crate::cli::{
 };
 use crate::judge::{self, Level, Policy, Report};
 use crate::observe::{self, files};
-use crate::report::{Json, Ndjson, Render, Text};
+use crate::report::{Ecs, Json, Ndjson, Render, Text};
 use crate::signatures::Signatures;
 use crate::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
 
@@ -223,6 +223,7 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<Outcome> {
         }),
         Format::Json => Box::new(Json),
         Format::Ndjson => Box::new(Ndjson),
+        Format::Ecs => Box::new(Ecs),
     };
     let threshold: Level = output.fail_on.into();
     let outcome = if report.findings.iter().any(|f| f.level >= threshold)

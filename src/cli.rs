@@ -78,6 +78,9 @@ pub enum Format {
     Json,
     /// One JSON line per finding, then a summary line.
     Ndjson,
+    /// One Elastic Common Schema document per line (as the agent's
+    /// `fields = "ecs"`): each finding, each host finding, a summary.
+    Ecs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,12 +4,74 @@
 //! gone for [`HOST_FORGET`]; an event-rate cap counts what it drops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use crate::judge::{Level, Report};
+use crate::report::event::Event;
 
-use super::output::{Event, Severity};
-use crate::judge::{Finding, Level, Report};
+/// At most `max_per_minute` events a minute for every sender together (a
+/// tick's alerts and resolutions, the watcher's file alerts); the rest are
+/// counted, and the heartbeat says how many.
+#[derive(Debug)]
+pub struct RateCap {
+    /// When the events of the last minute were sent.
+    sent: VecDeque<Instant>,
+    max_per_minute: u32,
+    /// Events dropped since the start.
+    dropped: u64,
+}
+
+/// The one [`RateCap`], shared by the agent's loop and its watcher.
+pub type SharedCap = Arc<Mutex<RateCap>>;
+
+impl RateCap {
+    pub fn new(max_per_minute: u32) -> Self {
+        RateCap {
+            sent: VecDeque::new(),
+            max_per_minute,
+            dropped: 0,
+        }
+    }
+
+    /// A cap to share.
+    pub fn shared(max_per_minute: u32) -> SharedCap {
+        Arc::new(Mutex::new(RateCap::new(max_per_minute)))
+    }
+
+    /// Changes the cap (config reload).
+    pub fn set(&mut self, max_per_minute: u32) {
+        self.max_per_minute = max_per_minute;
+    }
+
+    /// Events dropped since the start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Whether one more event may go out now; counts it either way.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= self.max_per_minute as usize {
+            self.dropped += 1;
+            false
+        } else {
+            self.sent.push_back(now);
+            true
+        }
+    }
+}
+
+/// The cap, also when a sender panicked while holding it.
+pub fn lock(cap: &SharedCap) -> MutexGuard<'_, RateCap> {
+    cap.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Alert state between ticks.
 #[derive(Debug)]
@@ -18,11 +80,7 @@ pub struct Tracker {
     alerted: HashMap<(i32, u64), (Level, String)>,
     /// Host findings alerted on, by [`host_key`], and when last present.
     host: HashMap<(String, String), Instant>,
-    /// When the events of the last minute were sent.
-    sent: VecDeque<Instant>,
-    max_per_minute: u32,
-    /// Events dropped by the rate cap since the start.
-    pub dropped: u64,
+    cap: SharedCap,
 }
 
 /// A host finding that comes back within this time of its last sighting is
@@ -41,61 +99,28 @@ fn host_key(h: &crate::judge::HostFinding) -> (String, String) {
     }
 }
 
-fn severity(level: Level) -> Severity {
-    match level {
-        Level::Miner => Severity::Alert,
-        Level::Suspicious => Severity::Warning,
-        Level::Notice => Severity::Notice,
-        Level::Clean => Severity::Info,
-    }
-}
-
-/// The one-line message of a process alert.
-fn message(f: &Finding) -> String {
-    let ids: Vec<&str> = f.signals.iter().take(4).map(|s| s.id.as_str()).collect();
-    format!(
-        "{}: pid {} {} ({}) score {}: {}",
-        f.level,
-        f.pid,
-        f.process.name,
-        f.process.exe.as_deref().unwrap_or("no executable"),
-        f.score,
-        ids.join(", ")
-    )
-}
-
 impl Tracker {
+    /// A tracker with a rate cap of its own.
     pub fn new(max_per_minute: u32) -> Self {
+        Tracker::with_cap(RateCap::shared(max_per_minute))
+    }
+
+    /// A tracker sending under `cap`.
+    pub fn with_cap(cap: SharedCap) -> Self {
         Tracker {
             alerted: HashMap::new(),
             host: HashMap::new(),
-            sent: VecDeque::new(),
-            max_per_minute,
-            dropped: 0,
+            cap,
         }
     }
 
-    /// Changes the rate cap (config reload).
-    pub fn set_cap(&mut self, max_per_minute: u32) {
-        self.max_per_minute = max_per_minute;
+    /// Events dropped by the cap since the start (all senders).
+    pub fn dropped(&self) -> u64 {
+        lock(&self.cap).dropped()
     }
 
-    /// Whether the cap lets one more event out now.
-    fn admit(&mut self, now: Instant) -> bool {
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            self.sent.pop_front();
-        }
-        if self.sent.len() >= self.max_per_minute as usize {
-            self.dropped += 1;
-            false
-        } else {
-            self.sent.push_back(now);
-            true
-        }
+    fn admit(&self, now: Instant) -> bool {
+        lock(&self.cap).admit(now)
     }
 
     /// The events one tick's report calls for. `alive` holds every process
@@ -123,25 +148,7 @@ impl Tracker {
                 continue;
             }
             self.alerted.insert(key, (f.level, f.process.name.clone()));
-            out.push(Event {
-                kind: "alert".into(),
-                severity: severity(f.level),
-                message: message(f),
-                body: json!({
-                    "schema": crate::judge::REPORT_SCHEMA,
-                    "type": "alert",
-                    "time": time,
-                    "host": host,
-                    "level": f.level,
-                    "previous_level": previous,
-                    "pid": f.pid,
-                    "start_time": f.start_time,
-                    "score": f.score,
-                    "process": f.process,
-                    "signals": f.signals,
-                    "allowed": f.allowed,
-                }),
-            });
+            out.push(Event::process_alert(f, previous, time, &host));
         }
         let gone: Vec<(i32, u64)> = self
             .alerted
@@ -154,21 +161,7 @@ impl Tracker {
                 if !self.admit(now) {
                     continue;
                 }
-                out.push(Event {
-                    kind: "resolved".into(),
-                    severity: Severity::Info,
-                    message: format!("resolved: pid {} {name} ({level}) has exited", key.0),
-                    body: json!({
-                        "schema": crate::judge::REPORT_SCHEMA,
-                        "type": "resolved",
-                        "time": time,
-                        "host": host,
-                        "pid": key.0,
-                        "start_time": key.1,
-                        "name": name,
-                        "last_level": level,
-                    }),
-                });
+                out.push(Event::resolved(key.0, key.1, &name, level, time, &host));
             }
         }
         for h in report
@@ -185,19 +178,7 @@ impl Tracker {
                 continue;
             }
             self.host.insert(key, now);
-            out.push(Event {
-                kind: "alert".into(),
-                severity: severity(h.level),
-                message: format!("{} {}: {}", h.level, h.id, h.evidence),
-                body: json!({
-                    "schema": crate::judge::REPORT_SCHEMA,
-                    "type": "alert",
-                    "time": time,
-                    "host": host,
-                    "level": h.level,
-                    "host_finding": h,
-                }),
-            });
+            out.push(Event::host_alert(h, time, &host));
         }
         self.host
             .retain(|_, seen| now.saturating_duration_since(*seen) < HOST_FORGET);
@@ -209,6 +190,7 @@ impl Tracker {
 mod tests {
     use super::*;
     use crate::judge::{Policy, judge};
+    use crate::report::event::Severity;
     use crate::snapshot::HostSnapshot;
 
     fn report(name: &str) -> Report {
@@ -348,7 +330,7 @@ mod tests {
         let alive = key(&r);
         let e = t.update(&r, &alive, "t", now);
         assert_eq!(e.len(), 2);
-        assert_eq!(t.dropped, 4);
+        assert_eq!(t.dropped(), 4);
         // A minute later the cap has room again.
         let e = t.update(&r, &alive, "t", now + Duration::from_secs(61));
         assert_eq!(e.len(), 2);

@@ -26,13 +26,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
 use crate::judge::{self, Policy};
 use crate::observe::{self, Cache};
+use crate::report::event::Heartbeat;
 use crate::signatures::Signatures;
 use config::{Config, OutputConfig};
-use output::{Event, Severity, Sink};
+use output::{Event, Sink};
 
 /// The host checks' pid brute force covers the whole pid range once every
 /// this many host checks (an hour at the default 300 s), besides every pid
@@ -238,10 +238,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
         sigs: std::sync::RwLock::new(Arc::new(sigs)),
         sinks: std::sync::Mutex::new(open_outputs(&config)?),
         reload: AtomicBool::new(false),
-        dropped: std::sync::atomic::AtomicU64::new(0),
-        max_per_minute: std::sync::atomic::AtomicU64::new(u64::from(
-            config.agent.max_events_per_minute,
-        )),
+        cap: alerts::RateCap::shared(config.agent.max_events_per_minute),
         hostname: observe::host_name(&config.agent.root),
     });
     let send = |events: &[Event]| watch::send(&shared, events);
@@ -263,7 +260,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     // Every observed process holds a directory handle during a tick.
     crate::app::raise_fd_limit();
     let mut cache = Cache::default();
-    let mut tracker = alerts::Tracker::new(config.agent.max_events_per_minute);
+    let mut tracker = alerts::Tracker::with_cap(shared.cap.clone());
     let mut history: HashMap<(i32, u64), VecDeque<f64>> = HashMap::new();
     let mut last_host_check: Option<Instant> = None;
     let mut policy = Policy {
@@ -303,12 +300,8 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
                             Ok(mut g) => *g = new_sinks,
                             Err(p) => *p.into_inner() = new_sinks,
                         }
-                        shared.max_per_minute.store(
-                            u64::from(config.agent.max_events_per_minute),
-                            Ordering::Relaxed,
-                        );
+                        alerts::lock(&shared.cap).set(config.agent.max_events_per_minute);
                         cache = Cache::default();
-                        tracker.set_cap(config.agent.max_events_per_minute);
                         tracing::info!("config and rules reloaded");
                     }
                     Err(e) => send(&[reload_failed(&format!("{e:#}"))]),
@@ -382,29 +375,23 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
             last_heartbeat = Instant::now();
             let (cpu, rss) = self_usage();
             let up = started.elapsed().as_secs_f64().max(0.001);
-            let hb = json!({
-                "schema": crate::judge::REPORT_SCHEMA,
-                "type": "heartbeat",
-                "time": now(),
-                "host": report.host.hostname,
-                "ticks": tick,
-                "processes": processes_seen,
-                "tick_ms": last_tick_ms,
-                "cpu_percent": ((cpu.saturating_sub(cpu_at_start)).as_secs_f64() / up * 1000.0).round() / 10.0,
-                "rss_kib": rss,
-                "rules_hash": sigs.info().hash,
-                "binaries_cached": cache.binaries(),
-                "dropped_events": tracker.dropped + shared.dropped.load(Ordering::Relaxed),
-            });
-            send(&[Event {
-                kind: "heartbeat".into(),
-                severity: Severity::Info,
-                message: format!(
-                    "heartbeat: {processes_seen} processes, tick {last_tick_ms} ms, {} events dropped",
-                    tracker.dropped + shared.dropped.load(Ordering::Relaxed)
-                ),
-                body: hb,
-            }]);
+            let time = now();
+            send(&[Event::heartbeat(&Heartbeat {
+                schema: crate::judge::REPORT_SCHEMA,
+                kind: "heartbeat",
+                time: &time,
+                host: &report.host.hostname,
+                ticks: tick,
+                processes: processes_seen,
+                tick_ms: last_tick_ms,
+                cpu_percent: ((cpu.saturating_sub(cpu_at_start)).as_secs_f64() / up * 1000.0)
+                    .round()
+                    / 10.0,
+                rss_kib: rss,
+                rules_hash: &sigs.info().hash,
+                binaries_cached: cache.binaries(),
+                dropped_events: tracker.dropped(),
+            })]);
         }
         if ticks.is_some_and(|n| tick >= n) {
             break;
@@ -511,15 +498,5 @@ impl Budget {
 }
 
 fn reload_failed(error: &str) -> Event {
-    Event {
-        kind: "rules_error".into(),
-        severity: Severity::Error,
-        message: format!("reload failed, keeping the last good rules and config: {error}"),
-        body: json!({
-            "schema": crate::judge::REPORT_SCHEMA,
-            "type": "rules_error",
-            "time": now(),
-            "error": error,
-        }),
-    }
+    Event::rules_error(error, &now())
 }

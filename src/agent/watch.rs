@@ -8,15 +8,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
-use serde_json::json;
 
-use super::output::{Event, Severity, Sink};
+use super::output::{Event, Sink};
 use crate::observe::files;
+use crate::report::event::LandedFile;
 use crate::signatures::{FileContext, Signatures};
 
 /// What the watcher needs from the agent.
@@ -24,8 +24,8 @@ pub struct Shared {
     pub sigs: RwLock<Arc<Signatures>>,
     pub sinks: Mutex<Vec<Box<dyn Sink>>>,
     pub reload: AtomicBool,
-    pub dropped: AtomicU64,
-    pub max_per_minute: AtomicU64,
+    /// The agent's one rate cap.
+    pub cap: super::alerts::SharedCap,
     pub hostname: String,
 }
 
@@ -122,7 +122,6 @@ fn handle(
     shared: &Shared,
 ) {
     let mut seen: HashSet<files::FileKey> = HashSet::new();
-    let mut sent: Vec<Instant> = Vec::new();
     // path -> (when, what) of recent alerts: a file scanned while still
     // being written and again when closed, or changed in place, is one drop.
     let mut recent: HashMap<PathBuf, (Instant, String)> = HashMap::new();
@@ -169,12 +168,9 @@ fn handle(
                     continue;
                 }
                 recent.insert(path.clone(), (Instant::now(), rules));
-                sent.retain(|t| t.elapsed() < Duration::from_secs(60));
-                if sent.len() as u64 >= shared.max_per_minute.load(Ordering::Relaxed) {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                if !super::alerts::lock(&shared.cap).admit(Instant::now()) {
                     continue;
                 }
-                sent.push(Instant::now());
                 send(shared, &[event]);
             }
         }
@@ -223,34 +219,18 @@ fn scan(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let rules: Vec<String> = matches
-        .iter()
-        .map(|m| format!("{} ({})", m.rule, m.category))
-        .collect();
-    Some(Event {
-        kind: "alert".into(),
-        severity: Severity::Warning,
-        message: format!(
-            "suspicious: file {shown} landed and matches {}",
-            rules.join(", ")
-        ),
-        body: json!({
-            "schema": crate::judge::REPORT_SCHEMA,
-            "type": "alert",
-            "time": jiff::Timestamp::now().to_string(),
-            "host": shared.hostname,
-            "level": "suspicious",
-            "file": {
-                "path": shown,
-                "size": key.size,
-                "sha256": sha256,
-                "truncated": truncated,
-                "uid": meta.uid(),
-                "mode": format!("{:o}", meta.mode() & 0o7777),
-                "matches": matches,
-            },
-        }),
-    })
+    let level = crate::judge::landed_file(&matches)?;
+    let file = LandedFile {
+        path: shown,
+        size: key.size,
+        sha256,
+        truncated,
+        uid: meta.uid(),
+        mode: format!("{:o}", meta.mode() & 0o7777),
+        matches,
+    };
+    let time = jiff::Timestamp::now().to_string();
+    Some(Event::file_alert(&file, level, &time, &shared.hostname))
 }
 
 #[cfg(test)]

@@ -228,6 +228,13 @@ fn summary(p: &ProcessFacts, snapshot: &HostSnapshot) -> ProcessSummary {
     }
 }
 
+/// The level of a file that landed in a watched directory (the agent's
+/// `watch_dirs`) and matched these rules: any rule match there is worth a
+/// look, since the file is not yet running; `None` without a match.
+pub fn landed_file(matches: &[crate::snapshot::RuleMatch]) -> Option<Level> {
+    (!matches.is_empty()).then_some(Level::Suspicious)
+}
+
 /// Combines one process's signals into a level and a score (0–100).
 ///
 /// The level rests on the signals that count: never shape (RandomX-sized

@@ -2,6 +2,8 @@
 //!
 //! Each format implements [`Render`]; adding one never touches the scan.
 
+pub mod ecs;
+pub mod event;
 mod text;
 
 use std::io::{self, Write};
@@ -64,16 +66,53 @@ impl Counts {
     }
 }
 
-#[derive(Serialize)]
-struct Summary<'a> {
-    host: &'a crate::snapshot::HostInfo,
-    started_at: &'a str,
-    window_secs: f64,
-    verdict: Level,
-    counts: Counts,
-    processes_judged: usize,
-    scope: &'a [i32],
-    coverage: &'a crate::snapshot::Coverage,
+/// What a scan found, in numbers: the NDJSON summary line and the ECS
+/// summary event.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub host: &'a crate::snapshot::HostInfo,
+    pub started_at: &'a str,
+    pub window_secs: f64,
+    pub verdict: Level,
+    pub counts: Counts,
+    pub processes_judged: usize,
+    pub scope: &'a [i32],
+    pub coverage: &'a crate::snapshot::Coverage,
+}
+
+/// `--format ecs`: one Elastic Common Schema document per line, the same
+/// mapping as the agent's `fields = "ecs"`: an alert-shaped event for each
+/// finding and host finding (at its level's severity), then a summary event.
+pub struct Ecs;
+
+impl Render for Ecs {
+    fn render(&self, report: &Report, out: &mut dyn Write) -> io::Result<()> {
+        let time = &report.started_at;
+        let host = &report.host.hostname;
+        let mut line = |e: &event::Event| -> io::Result<()> {
+            writeln!(out, "{}", event::render_line(e, event::Fields::Ecs))
+        };
+        for f in &report.findings {
+            line(&event::Event::process_alert(f, None, time, host))?;
+        }
+        for h in &report.host_findings {
+            line(&event::Event::host_alert(h, time, host))?;
+        }
+        line(&event::Event::scan_summary(&summary(report)))
+    }
+}
+
+fn summary(report: &Report) -> Summary<'_> {
+    Summary {
+        host: &report.host,
+        started_at: &report.started_at,
+        window_secs: report.window_secs,
+        verdict: report.verdict,
+        counts: Counts::of(report),
+        processes_judged: report.processes_judged,
+        scope: &report.scope,
+        coverage: &report.coverage,
+    }
 }
 
 impl Render for Ndjson {
@@ -93,16 +132,6 @@ impl Render for Ndjson {
         for h in &report.host_findings {
             line::<HostFinding>(out, "host_finding", &report.schema, h)?;
         }
-        let summary = Summary {
-            host: &report.host,
-            started_at: &report.started_at,
-            window_secs: report.window_secs,
-            verdict: report.verdict,
-            counts: Counts::of(report),
-            processes_judged: report.processes_judged,
-            scope: &report.scope,
-            coverage: &report.coverage,
-        };
-        line(out, "summary", &report.schema, &summary)
+        line(out, "summary", &report.schema, &summary(report))
     }
 }

@@ -15,9 +15,10 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `analyze` of every snapshot fixture, as JSON and as text, against
-/// tests/golden/NAME.json and NAME.txt (`MINERWATCH_BLESS=1 cargo test`
-/// rewrites them): what the report says may change only on purpose.
+/// `analyze` of every snapshot fixture, as JSON, text and ECS, against
+/// tests/golden/NAME.json, NAME.txt and NAME.ecs.ndjson
+/// (`MINERWATCH_BLESS=1 cargo test` rewrites them): what the report says
+/// may change only on purpose.
 #[test]
 fn analyze_of_every_fixture_matches_its_golden_files() {
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
@@ -34,7 +35,7 @@ fn analyze_of_every_fixture_matches_its_golden_files() {
     names.sort();
     assert!(names.len() >= 4, "{names:?}");
     for name in &names {
-        for (format, ext) in [("json", "json"), ("text", "txt")] {
+        for (format, ext) in [("json", "json"), ("text", "txt"), ("ecs", "ecs.ndjson")] {
             let out = minerwatch(&["analyze", &fixture(name), "--format", format]);
             assert!(
                 matches!(out.status.code(), Some(0 | 1)),

@@ -201,7 +201,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::output::samples::*;
+    use crate::report::event::samples::*;
 
     fn read_lines(p: &Path) -> Vec<Value> {
         fs::read_to_string(p)

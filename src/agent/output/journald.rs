@@ -135,7 +135,7 @@ impl Sink for JournaldSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::output::samples::*;
+    use crate::report::event::samples::*;
 
     fn parse_journal(mut d: &[u8]) -> Vec<(String, Vec<u8>, bool)> {
         let mut out = Vec::new();

@@ -16,85 +16,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-
-/// How urgent an event is (the RFC 5424 severities minerwatch uses).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// 1: a miner was found; act now.
-    Alert,
-    /// 3: something in minerwatch itself failed (e.g. rules failed to load).
-    Error,
-    /// 4: a suspicious process.
-    Warning,
-    /// 5: worth knowing, not alarming.
-    Notice,
-    /// 6: a finding resolved, a heartbeat.
-    Info,
-}
-
-impl Severity {
-    /// The RFC 5424 / syslog(3) severity number (also journald's PRIORITY).
-    pub fn code(self) -> u8 {
-        match self {
-            Severity::Alert => 1,
-            Severity::Error => 3,
-            Severity::Warning => 4,
-            Severity::Notice => 5,
-            Severity::Info => 6,
-        }
-    }
-
-    /// The lowercase name, as serialized ("alert", "error", ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Alert => "alert",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Notice => "notice",
-            Severity::Info => "info",
-        }
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One event, already built by the agent.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// "alert", "resolved", "heartbeat", "rules_error", "dropped".
-    pub kind: String,
-    pub severity: Severity,
-    /// One line for humans, e.g. "miner: pid 4242 kdevtmpfsi (/dev/shm/x (deleted)) score 100: rx.rounding_modes, rx.memory_layout".
-    pub message: String,
-    /// The full event as minerwatch's native JSON (at least "type", "time"
-    /// (RFC 3339), "host" (hostname); alerts also "level", "pid", "process"
-    /// {name, exe, cmdline [..], user, cpu_percent, container, ancestry, ...},
-    /// "score", "signals" [{id, weight, evidence}]).
-    pub body: Value,
-}
-
-/// Field names: minerwatch's own, or Elastic Common Schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fields {
-    #[default]
-    Native,
-    Ecs,
-}
-
-/// The ECS version [`to_ecs`] follows.
-pub const ECS_VERSION: &str = "8.11.0";
-
-/// Syslog facility used for every message: daemon (3).
-pub const SYSLOG_FACILITY: u8 = 3;
+use serde_json::{Map, Value};
 
 /// Largest syslog message (header + JSON) sent on any transport: 8 KiB, the
 /// default `maxMessageSize` of rsyslog and a safe UDP datagram size.
@@ -107,38 +29,22 @@ pub const MAX_JOURNAL_JSON: usize = 64 * 1024;
 /// The systemd-journald native protocol socket.
 pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
 
-const APP_NAME: &str = "minerwatch";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The event as a JSON value in the asked shape: the native body, or [`to_ecs`].
-pub fn render(event: &Event, fields: Fields) -> Value {
-    match fields {
-        Fields::Native => event.body.clone(),
-        Fields::Ecs => to_ecs(event),
-    }
-}
-
-/// The event as one compact JSON line, without the trailing newline. Compact
-/// JSON escapes control characters, so the line never contains a newline
-/// whatever a process calls itself.
-pub fn render_line(event: &Event, fields: Fields) -> String {
-    match fields {
-        Fields::Native => event.body.to_string(),
-        Fields::Ecs => to_ecs(event).to_string(),
-    }
-}
-mod ecs;
 mod file;
 mod journald;
 mod stdout;
 mod syslog;
 
-pub use ecs::to_ecs;
+pub use crate::report::event::{
+    ECS_VERSION, Event, Fields, SYSLOG_FACILITY, Severity, render, render_line, to_ecs,
+};
 pub use file::FileSink;
 pub use journald::JournaldSink;
 pub use stdout::StdoutSink;
 pub use syslog::{SyslogSink, SyslogTransport};
+
+const APP_NAME: &str = "minerwatch";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A destination for events.
 pub trait Sink: Send {
@@ -226,56 +132,11 @@ fn fit_json(value: &Value, budget: usize) -> String {
     r#"{"truncated":true}"#.to_string()
 }
 
-/// Events the sinks' tests send.
-#[cfg(test)]
-pub(crate) mod samples {
-    use super::*;
-
-    pub(crate) fn alert() -> Event {
-        Event {
-            kind: "alert".into(),
-            severity: Severity::Alert,
-            message: "miner: pid 4242 kdevtmpfsi (/dev/shm/x (deleted)) score 100: rx.rounding_modes, rx.memory_layout".into(),
-            body: json!({
-                "type": "alert",
-                "time": "2024-05-01T12:00:00.123456789Z",
-                "host": "web-01",
-                "level": "miner",
-                "pid": 4242,
-                "start_time": 123456,
-                "process": {
-                    "name": "kdevtmpfsi",
-                    "exe": "/dev/shm/x (deleted)",
-                    "cmdline": ["kdevtmpfsi", "-o", "pool.example:3333", "--pass=ü"],
-                    "user": "www-data",
-                    "cpu_percent": 196.5,
-                    "threads": 3,
-                    "container": "3f2a9c",
-                    "ancestry": [{"pid": 1200, "name": "php-fpm"}, {"pid": 1, "name": "systemd"}]
-                },
-                "score": 100,
-                "signals": [
-                    {"id": "rx.rounding_modes", "weight": 60, "evidence": "3 FPU rounding modes seen across 5 samples"},
-                    {"id": "rx.memory_layout", "weight": 50, "evidence": "anonymous rw mapping of 2080 MiB at 7f00; RandomX dataset size"}
-                ]
-            }),
-        }
-    }
-
-    pub(crate) fn heartbeat(n: u64) -> Event {
-        Event {
-            kind: "heartbeat".into(),
-            severity: Severity::Info,
-            message: format!("heartbeat {n}"),
-            body: json!({"type": "heartbeat", "time": "2024-05-01T12:00:00Z", "host": "web-01", "seq": n}),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::output::samples::*;
+    use crate::report::event::samples::*;
+    use serde_json::json;
 
     #[test]
     fn oversized_json_is_shrunk_but_valid() {

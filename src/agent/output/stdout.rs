@@ -36,7 +36,8 @@ impl Sink for StdoutSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::output::samples::*;
+    use crate::report::event::samples::*;
+    use serde_json::json;
 
     #[test]
     fn ndjson_native_and_ecs_lines() {

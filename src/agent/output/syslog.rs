@@ -296,7 +296,8 @@ impl Sink for SyslogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::output::samples::*;
+    use crate::report::event::samples::*;
+    use serde_json::json;
     use std::io::{BufRead, BufReader, Read};
     use std::net::TcpListener;
     use std::time::Instant;

@@ -1,7 +1,10 @@
 //! Elastic Common Schema 8.x field names for events (Filebeat, Vector,
-//! Fluent Bit).
+//! Fluent Bit): the agent's outputs with `fields = "ecs"`, and
+//! `--format ecs`.
 
-use super::*;
+use serde_json::{Map, Value, json};
+
+use super::event::{ECS_VERSION, Event, SYSLOG_FACILITY};
 
 /// Maps a native event to Elastic Common Schema 8.x (nested objects, fields
 /// absent from the native body are omitted):
@@ -13,7 +16,7 @@ use super::*;
 /// | `ecs.version` | [`ECS_VERSION`] |
 /// | `event.kind` | `"alert"` for kind `alert`, else `"event"` |
 /// | `event.category` | `["malware"]` for alerts, else `["host"]` |
-/// | `event.type` | alert, heartbeat, dropped: `["info"]`; resolved: `["end"]`; rules_error: `["error"]` |
+/// | `event.type` | alert, heartbeat, summary: `["info"]`; resolved: `["end"]`; rules_error: `["error"]` |
 /// | `event.action` | [`Event::kind`] |
 /// | `event.severity` | the RFC 5424 severity number ([`Severity::code`]; 1 = alert, 6 = info) |
 /// | `event.risk_score` | `score` |
@@ -194,7 +197,9 @@ pub fn to_ecs(event: &Event) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::output::samples::*;
+    use crate::report::event::Severity;
+    use crate::report::event::samples::*;
+    use serde_json::json;
 
     #[test]
     fn ecs_mapping_of_an_alert() {
