@@ -158,7 +158,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         }
     }
     let save = args.save.as_deref().map(PendingFile::create).transpose()?;
-    raise_fd_limit();
+    crate::sys::raise_fd_limit();
     let options = observe::Options {
         window,
         pids,
@@ -361,22 +361,6 @@ impl Drop for PendingFile {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// A whole-host scan holds a directory handle per process; lift the soft
-/// limit on open files to the hard one so thousands of processes fit.
-pub(crate) fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

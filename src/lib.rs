@@ -28,6 +28,7 @@ pub mod observe;
 pub mod report;
 pub mod signatures;
 pub mod snapshot;
+pub mod sys;
 
 /// The folders are the architecture: data flows observe → snapshot → judge
 /// → report, and nothing flows back. These tests fail when a module names

@@ -115,7 +115,7 @@ pub enum OutputConfig {
     /// RFC 5424 syslog; `transport` udp or tcp with `address` IP:PORT, or
     /// unix with `address` a socket path such as /dev/log.
     Syslog {
-        transport: String,
+        transport: Transport,
         address: String,
         #[serde(default)]
         fields: Fields,
@@ -125,6 +125,50 @@ pub enum OutputConfig {
         #[serde(default = "default_journal")]
         socket: PathBuf,
     },
+}
+
+/// How a syslog output reaches its collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    /// The local socket (`/dev/log`).
+    Unix,
+}
+
+impl TryFrom<String> for Transport {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
+            "unix" => Ok(Transport::Unix),
+            other => Err(format!(
+                "transport = \"{other}\": a syslog output's transport is udp, tcp or unix"
+            )),
+        }
+    }
+}
+
+impl OutputConfig {
+    /// Where a syslog output sends, checked: an IP:PORT for udp and tcp.
+    pub fn syslog_destination(
+        transport: Transport,
+        address: &str,
+    ) -> Result<crate::agent::output::SyslogTransport, String> {
+        use crate::agent::output::SyslogTransport;
+        let addr = || {
+            address.parse().map_err(|_| {
+                format!("syslog address '{address}' is not IP:PORT: give e.g. \"127.0.0.1:514\"")
+            })
+        };
+        Ok(match transport {
+            Transport::Udp => SyslogTransport::Udp(addr()?),
+            Transport::Tcp => SyslogTransport::Tcp(addr()?),
+            Transport::Unix => SyslogTransport::Unix(PathBuf::from(address)),
+        })
+    }
 }
 
 fn default_journal() -> PathBuf {
@@ -252,6 +296,15 @@ impl Config {
         if a.max_events_per_minute == 0 {
             return Err("agent.max_events_per_minute must be at least 1".into());
         }
+        for (i, o) in self.outputs.iter().enumerate() {
+            if let OutputConfig::Syslog {
+                transport, address, ..
+            } = o
+            {
+                OutputConfig::syslog_destination(*transport, address)
+                    .map_err(|m| format!("output[{i}]: {m}"))?;
+            }
+        }
         for (i, r) in self.allow.iter().enumerate() {
             if r.exe.is_none()
                 && r.sha256.is_none()
@@ -313,6 +366,36 @@ mod tests {
         );
         let e = Config::load(Some(&p)).expect_err("unknown key").to_string();
         assert!(e.contains("tick_sex") && e.contains("m.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_syslog_transport_or_address_out_of_its_set_is_rejected_naming_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = |transport: &str, address: &str| {
+            format!(
+                "[[output]]\nkind = \"syslog\"\ntransport = \"{transport}\"\naddress = \"{address}\"\n"
+            )
+        };
+        let p = write(
+            dir.path(),
+            "t.toml",
+            &out("carrier-pigeon", "127.0.0.1:514"),
+        );
+        let e = Config::load(Some(&p))
+            .expect_err("bad transport")
+            .to_string();
+        assert!(
+            e.contains("transport = \"carrier-pigeon\"") && e.contains("udp, tcp or unix"),
+            "{e}"
+        );
+        let p = write(dir.path(), "a.toml", &out("tcp", "loghost:514"));
+        let e = Config::load(Some(&p)).expect_err("bad address").to_string();
+        assert!(
+            e.contains("output[0]") && e.contains("'loghost:514' is not IP:PORT"),
+            "{e}"
+        );
+        let p = write(dir.path(), "u.toml", &out("unix", "/dev/log"));
+        assert!(Config::load(Some(&p)).is_ok());
     }
 
     #[test]

@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-
 use crate::judge::{self, Policy};
 use crate::observe::{self, Cache};
 use crate::report::event::Heartbeat;
@@ -119,8 +117,29 @@ fn self_usage() -> (Duration, u64) {
     (tv(ru.ru_utime) + tv(ru.ru_stime), rss)
 }
 
+/// Why the agent could not start (or a reload could not take effect).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The config file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A procfs or root directory given or configured is not a directory.
+    #[error(
+        "{flag} '{}' is not a directory; give the directory the host's procfs (or root) is mounted on",
+        path.display()
+    )]
+    NotADirectory { flag: &'static str, path: PathBuf },
+    /// The rules could not be loaded.
+    #[error(transparent)]
+    Rules(#[from] crate::signatures::RulesError),
+    /// An output could not be opened; the message names it.
+    #[error("{0}")]
+    Output(std::io::Error),
+}
+
 /// Opens the configured outputs; stdout when none is configured.
-fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
+fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>, AgentError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for o in &config.outputs {
         let sink: Box<dyn Sink> = match o {
@@ -130,8 +149,12 @@ fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
                 keep,
                 fields,
             } => Box::new(
-                output::FileSink::open(path, *max_bytes, *keep, *fields)
-                    .with_context(|| format!("output file {}", path.display()))?,
+                output::FileSink::open(path, *max_bytes, *keep, *fields).map_err(|e| {
+                    AgentError::Output(std::io::Error::new(
+                        e.kind(),
+                        format!("output file {}: {e}", path.display()),
+                    ))
+                })?,
             ),
             OutputConfig::Stdout { fields } => Box::new(output::StdoutSink::new(*fields)),
             OutputConfig::Syslog {
@@ -139,12 +162,9 @@ fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
                 address,
                 fields,
             } => {
-                let t = match transport.as_str() {
-                    "udp" => output::SyslogTransport::Udp(parse_addr(address)?),
-                    "tcp" => output::SyslogTransport::Tcp(parse_addr(address)?),
-                    "unix" => output::SyslogTransport::Unix(PathBuf::from(address)),
-                    other => anyhow::bail!("syslog transport '{other}': use udp, tcp or unix"),
-                };
+                // Checked when the config was loaded.
+                let t = OutputConfig::syslog_destination(*transport, address)
+                    .map_err(|m| AgentError::Output(std::io::Error::other(m)))?;
                 // A collector that is down (or starts after us) is retried
                 // on every event; only a malformed address stops us.
                 Box::new(output::SyslogSink::lazy(t, *fields))
@@ -157,11 +177,6 @@ fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
         sinks.push(Box::new(output::StdoutSink::new(output::Fields::Native)));
     }
     Ok(sinks)
-}
-
-fn parse_addr(s: &str) -> Result<std::net::SocketAddr> {
-    s.parse()
-        .with_context(|| format!("syslog address '{s}': give IP:PORT, e.g. 127.0.0.1:514"))
 }
 
 fn now() -> String {
@@ -212,18 +227,23 @@ impl Overrides {
 }
 
 /// Runs the agent until SIGTERM or SIGINT (or after `ticks` ticks).
-pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides) -> Result<()> {
+pub fn run(
+    config_path: Option<&Path>,
+    ticks: Option<u64>,
+    overrides: &Overrides,
+) -> Result<(), AgentError> {
     let (mut config, files) = Config::load(config_path)?;
     overrides.apply(&mut config);
     for (flag, dir) in [
         ("--proc-root", &config.agent.proc_root),
         ("--root", &config.agent.root),
     ] {
-        anyhow::ensure!(
-            dir.is_dir(),
-            "{flag} '{}' is not a directory; give the directory the host's procfs (or root) is mounted on",
-            dir.display()
-        );
+        if !dir.is_dir() {
+            return Err(AgentError::NotADirectory {
+                flag,
+                path: dir.clone(),
+            });
+        }
     }
     for f in &files {
         tracing::info!("config {}", f.display());
@@ -258,7 +278,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
     install_signal_handlers();
     be_nice();
     // Every observed process holds a directory handle during a tick.
-    crate::app::raise_fd_limit();
+    crate::sys::raise_fd_limit();
     let mut cache = Cache::default();
     let mut tracker = alerts::Tracker::with_cap(shared.cap.clone());
     let mut history: HashMap<(i32, u64), VecDeque<f64>> = HashMap::new();
@@ -304,7 +324,7 @@ pub fn run(config_path: Option<&Path>, ticks: Option<u64>, overrides: &Overrides
                         cache = Cache::default();
                         tracing::info!("config and rules reloaded");
                     }
-                    Err(e) => send(&[reload_failed(&format!("{e:#}"))]),
+                    Err(e) => send(&[reload_failed(&e.to_string())]),
                 },
                 Reloaded::Failed(e) => send(&[reload_failed(&e)]),
             }
