@@ -7,23 +7,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cli::{
     AnalyzeArgs, Cli, Command, ConfigCommand, Format, OutputArgs, RulesCommand, ScanArgs,
 };
-use crate::judge::{self, Level, Policy, Report};
+use crate::judge::{self, Level, Report};
 use crate::observe::{self, files};
 use crate::report::{Ecs, Json, Ndjson, Render, Text};
+use crate::settings::{ScanFlags, Settings};
 use crate::signatures::Signatures;
 use crate::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
 
 /// Largest snapshot `analyze` reads.
 const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
-/// Longest accepted `--window`.
-const MAX_WINDOW_SECS: f64 = 3600.0;
 
 /// The outcome of a command that ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,41 +115,18 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     }
 }
 
-fn parse_window(s: &str) -> Result<Duration> {
-    let secs: f64 = s.trim().parse().map_err(|_| {
-        anyhow!("invalid --window '{s}': give a number of seconds, e.g. --window 5 or --window 0.5")
-    })?;
-    if !secs.is_finite() || secs <= 0.0 || secs > MAX_WINDOW_SECS {
-        bail!(
-            "invalid --window '{s}': give seconds between 0 and {MAX_WINDOW_SECS}, e.g. --window 5"
-        );
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn parse_pid(s: &str) -> Result<i32> {
-    match s.trim().parse::<i32>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => bail!("invalid --pid '{s}': give a process id, a positive number as `ps` shows it"),
-    }
-}
-
 fn scan(args: ScanArgs) -> Result<Outcome> {
-    let window = parse_window(&args.window)?;
-    let pids = args
-        .pids
-        .iter()
-        .map(|p| parse_pid(p))
-        .collect::<Result<Vec<_>>>()?;
-    for (flag, dir) in [("--root", &args.root), ("--proc-root", &args.proc_root)] {
-        if !dir.is_dir() {
-            bail!(
-                "{flag} '{}' is not a directory; give the directory a filesystem (or procfs) is mounted on",
-                dir.display()
-            );
-        }
-    }
-    let rules = Signatures::load(args.rules.as_deref())?;
+    let settings = Settings::scan(&ScanFlags {
+        window: &args.window,
+        pids: &args.pids,
+        rules: args.rules.as_deref(),
+        config: args.config.as_deref(),
+        no_memory: args.no_memory,
+        no_ptrace: args.no_ptrace,
+        root: &args.root,
+        proc_root: &args.proc_root,
+    })?;
+    let rules = Signatures::load(settings.rules_dir.as_deref())?;
     for f in rules.files() {
         if let Some(e) = &f.error {
             eprintln!("minerwatch: warning: skipped rule file: {e}");
@@ -159,27 +134,19 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
     }
     let save = args.save.as_deref().map(PendingFile::create).transpose()?;
     crate::sys::raise_fd_limit();
-    let options = observe::Options {
-        window,
-        pids,
-        proc_root: args.proc_root.clone(),
-        root: args.root.clone(),
-        memory: !args.no_memory,
-        ptrace: !args.no_ptrace,
-        ..observe::Options::default()
-    };
-    let snapshot = observe::observe(&options, &rules)?;
+    let snapshot = observe::observe(&settings.observe, &rules)?;
     if let Some(save) = save {
         let json = serde_json::to_vec_pretty(&snapshot).context("serializing the snapshot")?;
         save.commit(&json)?;
     }
-    let report = judge::judge(&snapshot, &Policy::default());
+    let report = judge::judge(&snapshot, &settings.policy);
     emit(&report, &args.output)
 }
 
 fn analyze(args: AnalyzeArgs) -> Result<Outcome> {
+    let policy = Settings::analyze(args.config.as_deref())?;
     let snapshot = load_snapshot(&args.file)?;
-    let report = judge::judge(&snapshot, &Policy::default());
+    let report = judge::judge(&snapshot, &policy);
     emit(&report, &args.output)
 }
 

@@ -130,6 +130,10 @@ pub struct ScanArgs {
     /// Also load the .yar/.yara rule files in DIR (each in its own namespace).
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
+    /// Apply the [[allow]] rules and [scan] settings of this agent config
+    /// (and its conf.d/), as the agent would.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Write the observed snapshot to FILE (JSON, mode 0600) for `analyze`.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
@@ -158,6 +162,9 @@ pub struct ScanArgs {
 pub struct AnalyzeArgs {
     /// A snapshot written by `minerwatch scan --save`.
     pub file: PathBuf,
+    /// Apply the [[allow]] rules of this agent config (and its conf.d/).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

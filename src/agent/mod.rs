@@ -25,9 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::judge::{self, Policy};
+use crate::judge;
 use crate::observe::{self, Cache};
 use crate::report::event::Heartbeat;
+use crate::settings::Settings;
 use crate::signatures::Signatures;
 use config::{Config, OutputConfig};
 use output::{Event, Sink};
@@ -283,10 +284,6 @@ pub fn run(
     let mut tracker = alerts::Tracker::with_cap(shared.cap.clone());
     let mut history: HashMap<(i32, u64), VecDeque<f64>> = HashMap::new();
     let mut last_host_check: Option<Instant> = None;
-    let mut policy = Policy {
-        allow: config.allow.clone(),
-        ..Policy::default()
-    };
     let mut budget = Budget::new(config.agent.cpu_budget_percent);
     let mut last_heartbeat = Instant::now();
     let (tx, rx) = mpsc::channel();
@@ -311,7 +308,6 @@ pub fn run(
                     Ok(new_sinks) => {
                         overrides.apply(&mut c);
                         config = *c;
-                        policy.allow.clone_from(&config.allow);
                         match shared.sigs.write() {
                             Ok(mut g) => *g = Arc::from(s),
                             Err(p) => *p.into_inner() = Arc::from(s),
@@ -331,19 +327,12 @@ pub fn run(
         }
         let host_checks = last_host_check
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(config.agent.host_check_secs));
+        let settings = Settings::agent_tick(&config, host_checks, PID_SWEEP_SLICES);
         let opts = observe::Options {
-            window: Duration::from_secs_f64(config.agent.tick_secs),
-            pids: Vec::new(),
-            proc_root: config.agent.proc_root.clone(),
-            root: config.agent.root.clone(),
-            memory: config.scan.memory,
-            ptrace: config.scan.ptrace,
-            host_checks,
-            recheck: Duration::from_secs(config.scan.recheck_secs),
-            pid_sweep_slices: PID_SWEEP_SLICES,
             stop: Some(&STOP),
-            ..observe::Options::default()
+            ..settings.observe
         };
+        let policy = settings.policy;
         let tick_start = Instant::now();
         let cpu0 = self_usage().0;
         let sigs = match shared.sigs.read() {

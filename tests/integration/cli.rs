@@ -583,3 +583,65 @@ fn man_page_and_completions_come_from_the_cli() {
     let out = minerwatch(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `scan --config` and `analyze --config` apply the agent's allow rules, as
+/// the agent would; a bad config is exit 2 naming the file.
+#[test]
+fn the_agents_allow_rules_apply_to_scan_and_analyze_with_config() {
+    let _stable = support::host_state_stable();
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("mw.toml");
+    std::fs::write(
+        &config,
+        "[[allow]]\nexe = \"/usr/local/bin/xmrig\"\nmax_level = \"notice\"\nreason = \"the lab's benchmark rig\"\n",
+    )
+    .expect("write");
+    let cfg = config.to_string_lossy();
+    let out = minerwatch(&[
+        "analyze",
+        &fixture("xmrig-pool"),
+        "--format",
+        "json",
+        "--config",
+        &cfg,
+    ]);
+    let r = crate::json_out(&out, 0);
+    assert_eq!(r["findings"][0]["level"], "notice", "{r}");
+    assert!(
+        r["findings"][0]["allowed"]
+            .as_str()
+            .is_some_and(|a| a.contains("the lab's benchmark rig")),
+        "{r}"
+    );
+    // Without it, the same snapshot is a miner.
+    let r = crate::json_out(
+        &minerwatch(&["analyze", &fixture("xmrig-pool"), "--format", "json"]),
+        1,
+    );
+    assert_eq!(r["findings"][0]["level"], "miner");
+    // scan takes it too; an idle process stays clean, exit 0.
+    let mut sleeper = support::spawn_benign("sleep", &["60"]);
+    let out = minerwatch(&[
+        "scan",
+        "--pid",
+        &sleeper.pid().to_string(),
+        "--window",
+        "0.3",
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    sleeper.kill();
+    std::fs::write(
+        &config,
+        "[[allow]]\nexe = \"/x\"\nmax_levle = \"notice\"\nreason = \"r\"\n",
+    )
+    .expect("write");
+    let out = minerwatch(&["analyze", &fixture("xmrig-pool"), "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("mw.toml") && err.contains("max_levle"),
+        "{err}"
+    );
+}
