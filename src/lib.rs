@@ -26,6 +26,7 @@ pub mod indicators;
 pub mod judge;
 pub mod observe;
 pub mod report;
+pub mod safefs;
 pub mod settings;
 pub mod signatures;
 pub mod snapshot;
@@ -80,6 +81,21 @@ mod layering {
         assert_never_names(
             &["judge", "report", "snapshot"],
             &["crate::observe", "crate::agent", "crate::app"],
+        );
+    }
+
+    #[test]
+    fn the_foundations_name_none_of_the_pipeline() {
+        assert_never_names(
+            &["safefs", "sys", "indicators", "signatures", "embedded"],
+            &[
+                "crate::observe",
+                "crate::judge",
+                "crate::report",
+                "crate::agent",
+                "crate::app",
+                "crate::settings",
+            ],
         );
     }
 }

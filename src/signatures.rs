@@ -9,7 +9,7 @@
 //! compile unchanged.
 //!
 //! Limits: rules see at most the bytes the caller read (see
-//! `observe::files::MAX_BINARY_BYTES`); module-based conditions (`pe`, `elf`,
+//! `safefs::MAX_BINARY_BYTES`); module-based conditions (`pe`, `elf`,
 //! `hash`) work on files but this module does not scan process memory.
 
 use std::fs;
@@ -268,7 +268,7 @@ fn count_rules_in(src: &str) -> usize {
 }
 
 fn read_rule_file(path: &Path) -> Result<String, String> {
-    let (bytes, truncated) = crate::observe::files::read_regular(path, MAX_RULE_FILE_BYTES, true)
+    let (bytes, truncated) = crate::safefs::read_regular(path, MAX_RULE_FILE_BYTES, true)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     if truncated {
         return Err(format!(

@@ -237,13 +237,11 @@ impl Config {
         for f in &files {
             // The admin names these files (a Kubernetes ConfigMap mounts them
             // as symlinks): follow a symlink, but read only a regular file.
-            let (bytes, truncated) =
-                crate::observe::files::read_regular(f, MAX_CONFIG_BYTES, false).map_err(
-                    |source| ConfigError::Read {
-                        path: f.clone(),
-                        source,
-                    },
-                )?;
+            let (bytes, truncated) = crate::safefs::read_regular(f, MAX_CONFIG_BYTES, false)
+                .map_err(|source| ConfigError::Read {
+                    path: f.clone(),
+                    source,
+                })?;
             if truncated {
                 return Err(invalid(f, "larger than 1 MiB"));
             }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use super::output::{Event, Sink};
-use crate::observe::files;
 use crate::report::event::LandedFile;
+use crate::safefs as files;
 use crate::signatures::{FileContext, Signatures};
 
 /// What the watcher needs from the agent.

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::coverage::CoverageLog;
-use super::files::{self, FileKey};
 use super::memory;
 use super::process::{User, Watched};
+use crate::safefs::{self as files, FileKey};
 use crate::signatures::{FileContext, FileScanner, Signatures};
 use crate::snapshot::{BinaryFacts, HostFacts, PreloadBinary};
 

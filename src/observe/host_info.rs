@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::files;
+use crate::safefs as files;
 use crate::snapshot::HostInfo;
 
 /// The name events and reports carry for this host: `$MINERWATCH_HOSTNAME`

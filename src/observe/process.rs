@@ -12,8 +12,8 @@ use regex::Regex;
 
 use super::binaries::BinaryCache;
 use super::coverage::CoverageLog;
-use super::files::{self, FileKey};
 use super::{memory, miner_config};
+use crate::safefs::{self as files, FileKey};
 use crate::snapshot::*;
 
 /// The flag in `stat` that marks a kernel thread.

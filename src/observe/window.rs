@@ -9,8 +9,8 @@ use procfs::process::Process;
 
 use super::Options;
 use super::coverage::CoverageLog;
-use super::files;
 use super::process::{Watched, thread_ticks};
+use crate::safefs as files;
 use crate::snapshot::{HostCpu, ThreadCpu};
 
 /// Host-wide (busy, total, task) ticks from the first line of /proc/stat.

@@ -28,15 +28,13 @@
 //! after `fstatfs` says `/proc` is a real procfs.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
-use std::io::{self, Read};
+use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 
-use libc::c_int;
 use regex::Regex;
 
 pub use crate::snapshot::{
@@ -48,29 +46,14 @@ pub use crate::snapshot::{
 // ---------------------------------------------------------------------------
 
 const CONFIG_CAP: usize = 1 << 20;
-const VALUE_CAP: usize = 64 << 10;
 const SELF_CAP: usize = 4 << 20;
 const TEXT_CAP: usize = 300;
 /// Directory levels below a scanned persistence directory.
 const MAX_DEPTH: usize = 6;
-/// Files read from one scanned tree.
-const MAX_TREE_FILES: usize = 20_000;
-/// Entries taken from one directory listing.
-const MAX_DIR_ENTRIES: usize = 200_000;
 /// The kernel's PID_MAX_LIMIT on 64-bit: used when pid_max cannot be read.
 const PID_MAX_LIMIT: i32 = 4_194_304;
 /// Brute-force worker threads at most.
 const MAX_BRUTE_THREADS: usize = 8;
-const FS_IMMUTABLE_FL: libc::c_long = 0x10;
-
-const FILE_FLAGS: c_int =
-    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
-const DIR_FLAGS: c_int = libc::O_RDONLY
-    | libc::O_DIRECTORY
-    | libc::O_NOFOLLOW
-    | libc::O_NONBLOCK
-    | libc::O_CLOEXEC
-    | libc::O_NOCTTY;
 
 const GETDENTS: &str = "getdents64";
 const READDIR: &str = "readdir";
@@ -85,13 +68,12 @@ const SYSCTL_KEYS: &[&str] = &[
 mod persistence;
 mod pids;
 mod self_view;
-mod tree;
 mod tuning;
 
+use crate::safefs::tree::*;
 use persistence::*;
 pub use pids::*;
 use self_view::*;
-use tree::*;
 use tuning::*;
 
 /// Everything above. `root` is the filesystem root to read /etc etc. from

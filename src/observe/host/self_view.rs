@@ -42,7 +42,7 @@ pub(super) fn read_self(facts: &mut HostFacts, proc_root: &Path, gaps: &mut Unre
     // ProtectKernelTunables=) never sees a mount made over /proc/PID after
     // it started.
     let init_mountinfo = proc_root.join("1").join("mountinfo");
-    match crate::observe::files::read_regular(&init_mountinfo, SELF_CAP as u64, true) {
+    match crate::safefs::read_regular(&init_mountinfo, SELF_CAP as u64, true) {
         Ok((data, _)) => {
             let (mounts, _, _) = parse_mountinfo(
                 &String::from_utf8_lossy(&data),

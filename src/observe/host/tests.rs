@@ -3,6 +3,7 @@
 use super::*;
 use std::ffi::CString;
 use std::os::unix::fs::symlink;
+use std::path::PathBuf;
 use std::process::{Child, Command as Proc, Stdio};
 use std::time::Instant;
 

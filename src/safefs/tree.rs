@@ -1,7 +1,30 @@
 //! Reading a hostile tree: openat walks that never follow a symlink, regular
 //! files only, capped reads, raw getdents64 listings.
 
-use super::*;
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use libc::c_int;
+
+/// A small procfs or sysfs value is read up to this many bytes.
+pub(crate) const VALUE_CAP: usize = 64 << 10;
+/// Files read from one scanned tree.
+pub(crate) const MAX_TREE_FILES: usize = 20_000;
+/// Entries taken from one directory listing.
+pub(crate) const MAX_DIR_ENTRIES: usize = 200_000;
+pub(crate) const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+pub(crate) const FILE_FLAGS: c_int =
+    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
+pub(crate) const DIR_FLAGS: c_int = libc::O_RDONLY
+    | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW
+    | libc::O_NONBLOCK
+    | libc::O_CLOEXEC
+    | libc::O_NOCTTY;
 
 // ---------------------------------------------------------------------------
 // Safe filesystem access
@@ -10,10 +33,10 @@ use super::*;
 /// What the host checks could not read, and why: (path or what, error),
 /// each once. It becomes coverage errors of the snapshot.
 #[derive(Default)]
-pub(super) struct Unread(pub(super) Vec<(String, String)>);
+pub(crate) struct Unread(pub(crate) Vec<(String, String)>);
 
 impl Unread {
-    pub(super) fn add(&mut self, what: impl Into<String>, error: impl Into<String>) {
+    pub(crate) fn add(&mut self, what: impl Into<String>, error: impl Into<String>) {
         let gap = (what.into(), error.into());
         if !self.0.contains(&gap) {
             self.0.push(gap);
@@ -21,13 +44,13 @@ impl Unread {
     }
 }
 
-pub(super) struct FileRead {
-    pub(super) data: Vec<u8>,
-    pub(super) truncated: bool,
-    pub(super) immutable: bool,
+pub(crate) struct FileRead {
+    pub(crate) data: Vec<u8>,
+    pub(crate) truncated: bool,
+    pub(crate) immutable: bool,
 }
 
-pub(super) enum Got {
+pub(crate) enum Got {
     File(FileRead),
     /// A symlink (target text); never followed.
     Symlink(String),
@@ -35,7 +58,7 @@ pub(super) enum Got {
     Skip,
 }
 
-pub(super) enum ReadError {
+pub(crate) enum ReadError {
     Missing,
     Symlink(String),
     NotRegular(&'static str),
@@ -53,7 +76,7 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-pub(super) enum WalkError {
+pub(crate) enum WalkError {
     Missing,
     /// A merged-/usr alias (`/lib -> usr/lib`): the real tree is read anyway.
     Alias,
@@ -72,13 +95,13 @@ pub(super) enum WalkError {
 }
 
 /// A directory we read below, without following symlinks under it.
-pub(super) struct Tree {
-    pub(super) base: PathBuf,
-    pub(super) fd: Option<OwnedFd>,
+pub(crate) struct Tree {
+    pub(crate) base: PathBuf,
+    pub(crate) fd: Option<OwnedFd>,
 }
 
 impl Tree {
-    pub(super) fn open(base: &Path, gaps: &mut Unread) -> Tree {
+    pub(crate) fn open(base: &Path, gaps: &mut Unread) -> Tree {
         let fd = match open_dir_path(base) {
             Ok(fd) => Some(fd),
             Err(e) => {
@@ -92,7 +115,7 @@ impl Tree {
         }
     }
 
-    pub(super) fn display(&self, rel: &str) -> String {
+    pub(crate) fn display(&self, rel: &str) -> String {
         let rel = rel.trim_start_matches('/');
         if rel.is_empty() {
             self.base.display().to_string()
@@ -102,7 +125,7 @@ impl Tree {
     }
 
     /// Opens `rel` (a directory) one component at a time, never following a symlink.
-    pub(super) fn walk(&self, rel: &str) -> Result<OwnedFd, WalkError> {
+    pub(crate) fn walk(&self, rel: &str) -> Result<OwnedFd, WalkError> {
         let base = self.fd.as_ref().ok_or(WalkError::Missing)?;
         let mut cur = base.try_clone().map_err(|error| WalkError::Io {
             at: self.display(""),
@@ -150,7 +173,7 @@ impl Tree {
         Ok(cur)
     }
 
-    pub(super) fn walk_gap(gaps: &mut Unread, e: WalkError) {
+    pub(crate) fn walk_gap(gaps: &mut Unread, e: WalkError) {
         match e {
             WalkError::Missing | WalkError::Alias => {}
             WalkError::Symlink { at, target } => {
@@ -162,7 +185,7 @@ impl Tree {
     }
 
     /// Reads the regular file `rel`.
-    pub(super) fn read(&self, gaps: &mut Unread, rel: &str, cap: usize, flags: bool) -> Got {
+    pub(crate) fn read(&self, gaps: &mut Unread, rel: &str, cap: usize, flags: bool) -> Got {
         let rel = rel.trim_matches('/');
         let (dir_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let dir = match self.walk(dir_rel) {
@@ -175,7 +198,7 @@ impl Tree {
         self.read_in(gaps, &dir, rel, name.as_bytes(), cap, flags)
     }
 
-    pub(super) fn read_in(
+    pub(crate) fn read_in(
         &self,
         gaps: &mut Unread,
         dir: &OwnedFd,
@@ -205,7 +228,7 @@ impl Tree {
 
     /// Regular files and symlinks in `rel_dir`, `depth` levels of subdirectories
     /// deep, sorted by path. FIFOs, sockets and devices are recorded as gaps.
-    pub(super) fn list(
+    pub(crate) fn list(
         &self,
         gaps: &mut Unread,
         rel_dir: &str,
@@ -237,7 +260,7 @@ impl Tree {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn list_in(
+    pub(crate) fn list_in(
         &self,
         gaps: &mut Unread,
         dir: &OwnedFd,
@@ -316,7 +339,7 @@ impl Tree {
     }
 
     /// Subdirectories of `rel_dir` (not symlinks to one: those are gaps).
-    pub(super) fn list_dirs(&self, gaps: &mut Unread, rel_dir: &str) -> Vec<String> {
+    pub(crate) fn list_dirs(&self, gaps: &mut Unread, rel_dir: &str) -> Vec<String> {
         let dir = match self.walk(rel_dir) {
             Ok(d) => d,
             Err(e) => {
@@ -357,7 +380,7 @@ impl Tree {
 }
 
 /// A small text value at `rel` below `dir` (procfs/sysfs), without following symlinks.
-pub(super) fn read_value_at(dir: &OwnedFd, rel: &str) -> Option<String> {
+pub(crate) fn read_value_at(dir: &OwnedFd, rel: &str) -> Option<String> {
     let rel = rel.trim_matches('/');
     let (dir_rel, name) = rel.rsplit_once('/').unwrap_or(("", rel));
     let mut cur = dir.try_clone().ok()?;
@@ -369,7 +392,7 @@ pub(super) fn read_value_at(dir: &OwnedFd, rel: &str) -> Option<String> {
 }
 
 /// Reads a regular file without following a symlink or opening anything else.
-pub(super) fn read_at(
+pub(crate) fn read_at(
     dir: &OwnedFd,
     name: &[u8],
     cap: usize,
@@ -422,14 +445,14 @@ pub(super) fn read_at(
 }
 
 /// FS_IMMUTABLE_FL through FS_IOC_GETFLAGS (false where unsupported).
-pub(super) fn is_immutable(fd: &OwnedFd) -> bool {
+pub(crate) fn is_immutable(fd: &OwnedFd) -> bool {
     let mut attr: libc::c_long = 0;
     // SAFETY: FS_IOC_GETFLAGS writes at most a long into `attr`.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut attr) };
     r == 0 && attr & FS_IMMUTABLE_FL != 0
 }
 
-pub(super) fn mode_kind(mode: libc::mode_t) -> &'static str {
+pub(crate) fn mode_kind(mode: libc::mode_t) -> &'static str {
     match mode & libc::S_IFMT {
         libc::S_IFREG => "regular file",
         libc::S_IFDIR => "directory",
@@ -442,12 +465,12 @@ pub(super) fn mode_kind(mode: libc::mode_t) -> &'static str {
     }
 }
 
-pub(super) fn cstring(bytes: &[u8]) -> io::Result<CString> {
+pub(crate) fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
-pub(super) fn owned(fd: c_int) -> io::Result<OwnedFd> {
+pub(crate) fn owned(fd: c_int) -> io::Result<OwnedFd> {
     if fd < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -457,19 +480,19 @@ pub(super) fn owned(fd: c_int) -> io::Result<OwnedFd> {
 }
 
 /// Opens a directory given by the caller (the root itself may be reached through symlinks).
-pub(super) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     let c = cstring(path.as_os_str().as_bytes())?;
     // SAFETY: `c` is NUL-terminated and lives across the call.
     owned(unsafe { libc::open(c.as_ptr(), DIR_FLAGS & !libc::O_NOFOLLOW) })
 }
 
-pub(super) fn open_at(dir: &OwnedFd, name: &[u8], flags: c_int) -> io::Result<OwnedFd> {
+pub(crate) fn open_at(dir: &OwnedFd, name: &[u8], flags: c_int) -> io::Result<OwnedFd> {
     let c = cstring(name)?;
     // SAFETY: `c` is NUL-terminated; `dir` is an open descriptor.
     owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })
 }
 
-pub(super) fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
+pub(crate) fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
     let c = cstring(name)?;
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `c` is NUL-terminated; `st` is writable.
@@ -488,7 +511,7 @@ pub(super) fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-pub(super) fn fstat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
+pub(crate) fn fstat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable; `fd` is open.
     if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
@@ -498,7 +521,7 @@ pub(super) fn fstat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-pub(super) fn read_link_at(dir: &OwnedFd, name: &[u8]) -> io::Result<String> {
+pub(crate) fn read_link_at(dir: &OwnedFd, name: &[u8]) -> io::Result<String> {
     let c = cstring(name)?;
     let mut buf = vec![0u8; 4096];
     // SAFETY: `buf` is writable for its length; `c` is NUL-terminated.
@@ -515,14 +538,14 @@ pub(super) fn read_link_at(dir: &OwnedFd, name: &[u8]) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-pub(super) struct DirEntry {
-    pub(super) name: Vec<u8>,
-    pub(super) d_type: u8,
+pub(crate) struct DirEntry {
+    pub(crate) name: Vec<u8>,
+    pub(crate) d_type: u8,
 }
 
 /// All entries but `.` and `..`, read with the raw getdents64 syscall (never
 /// glibc readdir). The bool says the listing stopped at `max`.
-pub(super) fn getdents(dir: &OwnedFd, max: usize) -> io::Result<(Vec<DirEntry>, bool)> {
+pub(crate) fn getdents(dir: &OwnedFd, max: usize) -> io::Result<(Vec<DirEntry>, bool)> {
     const HEADER: usize = 19; // d_ino u64, d_off i64, d_reclen u16, d_type u8
     let mut buf = vec![0u64; 8192]; // 64 KiB, 8-byte aligned
     let bytes = buf.len() * std::mem::size_of::<u64>();

@@ -1,8 +1,12 @@
-//! Careful file reading for a tool that runs as root on hostile hosts.
+//! Careful file reading for a tool that runs as root on hostile hosts: one
+//! file by path here, whole trees walked with openat and raw getdents64 in
+//! [`tree`].
 //!
 //! Every read opens with `O_NOFOLLOW` (where the path is not a kernel magic
 //! link), `O_NONBLOCK` and `O_NOCTTY`, refuses anything but a regular file
 //! (never a FIFO, socket or device), and stops at a byte cap.
+
+pub mod tree;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
