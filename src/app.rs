@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Config(ConfigCommand::Check { config }) => {
-            let (_, files) = crate::agent::config::Config::load(config.as_deref())?;
+            let (_, files) = crate::config::Config::load(config.as_deref())?;
             let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             println!(
                 "config OK ({})",
@@ -99,7 +99,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Config(ConfigCommand::Show { config }) => {
-            let (c, _) = crate::agent::config::Config::load(config.as_deref())?;
+            let (c, _) = crate::config::Config::load(config.as_deref())?;
             print!("{}", c.to_toml());
             Ok(Outcome::Clean)
         }

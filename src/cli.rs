@@ -1,5 +1,5 @@
 //! Command-line definitions (clap). Raw flags are turned into validated
-//! settings in [`crate::app`]; nothing deeper sees unchecked strings.
+//! settings in [`crate::settings`]; nothing deeper sees unchecked strings.
 
 use std::path::PathBuf;
 

@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod embedded;
 pub mod indicators;
 pub mod judge;
@@ -82,6 +83,70 @@ mod layering {
             &["judge", "report", "snapshot"],
             &["crate::observe", "crate::agent", "crate::app"],
         );
+    }
+
+    /// The top-level modules each file under `src/` names (`crate::x`).
+    fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        let mut todo = vec![root.clone()];
+        while let Some(p) = todo.pop() {
+            if p.is_dir() {
+                for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                    todo.push(e.path());
+                }
+                continue;
+            }
+            let Ok(rel) = p.strip_prefix(&root) else {
+                continue;
+            };
+            let top = rel
+                .components()
+                .next()
+                .map(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .trim_end_matches(".rs")
+                        .to_string()
+                })
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            for (i, _) in text.match_indices("crate::") {
+                let name: String = text[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != top {
+                    graph.entry(top.clone()).or_default().insert(name);
+                }
+            }
+        }
+        graph
+    }
+
+    #[test]
+    fn no_module_depends_on_one_that_depends_on_it() {
+        let graph = module_graph();
+        // Depth-first search for a cycle of any length.
+        fn visit(
+            n: &str,
+            graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+            path: &mut Vec<String>,
+        ) {
+            if let Some(at) = path.iter().position(|p| p == n) {
+                panic!("import cycle: {} -> {n}", path[at..].join(" -> "));
+            }
+            path.push(n.to_string());
+            for m in graph.get(n).into_iter().flatten() {
+                visit(m, graph, path);
+            }
+            path.pop();
+        }
+        for n in graph.keys() {
+            visit(n, &graph, &mut Vec::new());
+        }
+        assert!(graph.contains_key("judge") && graph.contains_key("observe"));
     }
 
     #[test]

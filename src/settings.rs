@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::agent::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::judge::Policy;
 use crate::observe;
 

@@ -14,7 +14,8 @@
 //! them like SIGHUP does.
 
 pub mod alerts;
-pub mod config;
+/// The config file, under its old name for callers.
+pub use crate::config;
 pub mod output;
 pub mod watch;
 
@@ -164,8 +165,14 @@ fn open_outputs(config: &Config) -> Result<Vec<Box<dyn Sink>>, AgentError> {
                 fields,
             } => {
                 // Checked when the config was loaded.
-                let t = OutputConfig::syslog_destination(*transport, address)
+                let addr = transport
+                    .socket_addr(address)
                     .map_err(|m| AgentError::Output(std::io::Error::other(m)))?;
+                let t = match (transport, addr) {
+                    (config::Transport::Udp, Some(a)) => output::SyslogTransport::Udp(a),
+                    (config::Transport::Tcp, Some(a)) => output::SyslogTransport::Tcp(a),
+                    _ => output::SyslogTransport::Unix(PathBuf::from(address)),
+                };
                 // A collector that is down (or starts after us) is retried
                 // on every event; only a malformed address stops us.
                 Box::new(output::SyslogSink::lazy(t, *fields))

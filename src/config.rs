@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::output::Fields;
 pub use crate::judge::AllowRule;
+use crate::report::event::Fields;
 
 /// The default config file.
 pub const DEFAULT_PATH: &str = "/etc/minerwatch/minerwatch.toml";
@@ -151,23 +151,15 @@ impl TryFrom<String> for Transport {
     }
 }
 
-impl OutputConfig {
-    /// Where a syslog output sends, checked: an IP:PORT for udp and tcp.
-    pub fn syslog_destination(
-        transport: Transport,
-        address: &str,
-    ) -> Result<crate::agent::output::SyslogTransport, String> {
-        use crate::agent::output::SyslogTransport;
-        let addr = || {
-            address.parse().map_err(|_| {
+impl Transport {
+    /// The socket address of a udp or tcp `address`, checked; `None` for unix.
+    pub fn socket_addr(self, address: &str) -> Result<Option<std::net::SocketAddr>, String> {
+        match self {
+            Transport::Unix => Ok(None),
+            Transport::Udp | Transport::Tcp => address.parse().map(Some).map_err(|_| {
                 format!("syslog address '{address}' is not IP:PORT: give e.g. \"127.0.0.1:514\"")
-            })
-        };
-        Ok(match transport {
-            Transport::Udp => SyslogTransport::Udp(addr()?),
-            Transport::Tcp => SyslogTransport::Tcp(addr()?),
-            Transport::Unix => SyslogTransport::Unix(PathBuf::from(address)),
-        })
+            }),
+        }
     }
 }
 
@@ -299,7 +291,8 @@ impl Config {
                 transport, address, ..
             } = o
             {
-                OutputConfig::syslog_destination(*transport, address)
+                transport
+                    .socket_addr(address)
                     .map_err(|m| format!("output[{i}]: {m}"))?;
             }
         }
