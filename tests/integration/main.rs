@@ -4,6 +4,8 @@
 //! - `miners`: a librandomx worker in every disguise, regtest monerod mining,
 //!   an XMRig-style client on a fake Stratum pool: each must be convicted;
 //! - `outputs`: the agent's syslog output against a real rsyslogd;
+//! - `host`, `host_checks`: hidden processes, mounts, leftovers and
+//!   persistence, with real processes, a compiled LD_PRELOAD hider, mounts;
 //! - `corpus`: the CI subset of the benign corpus (tests/support/corpus/):
 //!   heavy programs of every class that must stay at most `notice`.
 //!
@@ -17,6 +19,7 @@ mod agent;
 mod cli;
 mod corpus;
 mod host;
+mod host_checks;
 mod miners;
 mod outputs;
 
