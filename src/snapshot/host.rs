@@ -57,6 +57,7 @@ pub struct PidSweep {
     pub ranges: Vec<(i32, i32)>,
     /// Single pids probed besides (found hidden before).
     pub pids: Vec<i32>,
+    /// `<proc_root>/sys/kernel/pid_max` (4194304 when unreadable).
     pub pid_max: i32,
     /// The last allocated pid (`/proc/loadavg`) read before probing.
     pub last_pid: Option<i32>,
@@ -84,6 +85,7 @@ impl PidSweep {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HiddenPid {
+    /// The pid, a thread-group leader.
     pub pid: i32,
     /// Listings that saw it: "getdents64", "readdir", "kill(0)/stat".
     pub seen_by: Vec<String>,
@@ -95,6 +97,7 @@ pub struct HiddenPid {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PreloadFile {
+    /// Where the file is (`<root>/etc/ld.so.preload`).
     pub path: String,
     /// Libraries listed (whitespace- or colon-separated, as ld.so reads it).
     pub entries: Vec<String>,
@@ -108,15 +111,21 @@ pub struct PreloadFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HugePages {
+    /// `HugePages_Total:` of `<proc_root>/meminfo`.
     pub nr_hugepages: u64,
+    /// `HugePages_Free:`.
     pub free: u64,
+    /// `HugePages_Rsvd:`.
     pub reserved: u64,
+    /// `HugePages_Surp:`.
     pub surplus: u64,
+    /// `Hugepagesize:` in KiB.
     pub size_kib: u64,
     /// 1 GiB pages (`--randomx-1gb-pages`), from
     /// `<root>/sys/kernel/mm/hugepages/hugepages-1048576kB/{nr,free}_hugepages`;
     /// 0 when the size is not supported.
     pub nr_1g: u64,
+    /// Free 1 GiB pages, from the same directory.
     pub free_1g: u64,
 }
 
@@ -124,9 +133,13 @@ pub struct HugePages {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SysctlSetting {
+    /// The sysctl file, under `--root`.
     pub file: String,
+    /// 1-based line.
     pub line: u32,
+    /// The key, e.g. `vm.nr_hugepages`.
     pub key: String,
+    /// The value set.
     pub value: String,
 }
 

@@ -3,7 +3,9 @@
 //! A [`HostSnapshot`] is plain data. `observe` fills it from a live system,
 //! `--save` writes it as JSON, `analyze` reads it back, and the judge turns it
 //! into a report without any further I/O. Fields may be added, never renamed:
-//! a snapshot saved by an older minerwatch must still load.
+//! a snapshot saved by an older minerwatch must still load. Every fact type
+//! observe produces lives here, each field with where it comes from: this
+//! is the only vocabulary observe and judge share.
 
 mod host;
 mod memscan;
@@ -70,6 +72,7 @@ pub struct HostSnapshot {
 /// A preloaded library and its scan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreloadBinary {
+    /// The library as named (ld.so.preload entry, or a mapping of minerwatch itself).
     pub path: String,
     /// Id into [`HostSnapshot::binaries`], when it could be read.
     pub binary: Option<String>,
@@ -78,8 +81,11 @@ pub struct PreloadBinary {
 /// Identity of the host.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HostInfo {
+    /// `$MINERWATCH_HOSTNAME`, else `<root>/etc/hostname`, else the kernel's name (uname).
     pub hostname: String,
+    /// The kernel release (uname -r).
     pub kernel: String,
+    /// Online CPUs, from `sysinfo`.
     pub cpus: usize,
     /// Boot time, RFC 3339 UTC.
     pub boot_time: String,
@@ -106,24 +112,32 @@ pub struct HostCpu {
 /// One process as observed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProcessFacts {
+    /// Its pid, from the raw getdents64 listing of /proc (or the host checks' brute force).
     pub pid: i32,
     /// Start time in clock ticks after boot: with `pid`, identifies the process.
     pub start_time: u64,
+    /// Parent pid, `/proc/PID/stat` field 4.
     pub ppid: i32,
     /// Parents from the nearest up to pid 1.
     pub ancestry: Vec<Ancestor>,
+    /// Real uid, the first `Uid:` of `/proc/PID/status`.
     pub uid: u32,
+    /// Its user name, from `/etc/passwd`.
     pub user: Option<String>,
     /// `comm`: the kernel's 15-byte name, settable by the process itself.
     pub comm: String,
+    /// `/proc/PID/cmdline`, split at NULs (one string with spaces when the process rewrote it).
     pub cmdline: Vec<String>,
     /// Target of /proc/PID/exe, as the kernel prints it (may end in ` (deleted)`
     /// or start with `/memfd:`); `None` for kernel threads or when unreadable.
     pub exe: Option<String>,
+    /// Target of `/proc/PID/cwd`.
     pub cwd: Option<String>,
     /// Container id parsed from /proc/PID/cgroup.
     pub container: Option<String>,
+    /// Nice value, `/proc/PID/stat` field 19.
     pub nice: i64,
+    /// Threads, `/proc/PID/stat` field 20.
     pub threads: u64,
     /// PF_KTHREAD is set: a real kernel thread.
     pub kernel_thread: bool,
@@ -151,7 +165,9 @@ pub struct ProcessFacts {
 /// A parent in the ancestry chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
+    /// Its pid.
     pub pid: i32,
+    /// Its `comm`.
     pub name: String,
 }
 
@@ -184,8 +200,11 @@ fn default_true() -> bool {
 /// CPU use of one thread over the window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ThreadCpu {
+    /// Thread id (`/proc/PID/task/TID`).
     pub tid: i32,
+    /// The thread's `comm`.
     pub name: String,
+    /// Percent of one core over the window, from the thread's utime+stime.
     pub percent: f64,
 }
 
@@ -214,6 +233,7 @@ pub struct MemoryFacts {
 pub struct Region {
     /// Start address, hex with 0x.
     pub start: String,
+    /// Size in bytes (end - start in `/proc/PID/maps`).
     pub size: u64,
     /// Permissions as in maps, e.g. `rwxp`.
     pub perms: String,
@@ -227,7 +247,9 @@ pub struct Region {
 pub struct Connection {
     /// Local end, `ip:port`.
     pub local: String,
+    /// Remote address (IPv4-mapped IPv6 shown as IPv4).
     pub remote_ip: String,
+    /// Remote port.
     pub remote_port: u16,
     /// For a connection to a loopback address: the local process holding
     /// the other end, when it could be found.
@@ -238,6 +260,7 @@ pub struct Connection {
 /// The local process at the other end of a loopback connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalPeer {
+    /// Its pid, found by the socket inode in its `/proc/PID/fd`.
     pub pid: i32,
     /// Its `comm`.
     pub comm: String,
@@ -252,11 +275,13 @@ pub struct BinaryFacts {
     pub id: String,
     /// The path it was first seen under.
     pub path: String,
+    /// Size in bytes (`fstat`).
     pub size: u64,
     /// SHA-256 of the bytes read (hex); of the whole file unless `truncated`.
     pub sha256: Option<String>,
     /// True when the file was larger than the per-file read cap.
     pub truncated: bool,
+    /// The rules that matched the bytes read.
     pub matches: Vec<RuleMatch>,
     /// Why it could not be scanned, if it could not.
     pub error: Option<String>,
@@ -265,10 +290,13 @@ pub struct BinaryFacts {
 /// One matching rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleMatch {
+    /// The rule's name.
     pub rule: String,
+    /// Its namespace: one per rule file.
     pub namespace: String,
     /// `category` metadata: randomx, xmrig, miner, stratum; `user` for user rules without one.
     pub category: String,
+    /// The rule's `description` metadata.
     pub description: Option<String>,
     /// True for rules from `--rules`, false for the embedded ones.
     pub user: bool,
@@ -277,10 +305,15 @@ pub struct RuleMatch {
 /// A miner configuration file (XMRig-style JSON).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MinerConfig {
+    /// Where it was found (beside the executable, in the cwd, `~/.xmrig.json`, `~/.config/xmrig.json`).
     pub path: String,
+    /// Its `pools[]`.
     pub pools: Vec<PoolEntry>,
+    /// Its `"donate-level"`.
     pub donate_level: Option<i64>,
+    /// It has a `"randomx"` section.
     pub has_randomx_section: bool,
+    /// It has a `"cpu"` section.
     pub has_cpu_section: bool,
     /// Set when the file exists but is not valid JSON.
     pub parse_error: Option<String>,
@@ -289,14 +322,18 @@ pub struct MinerConfig {
 /// One `pools[]` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolEntry {
+    /// `pools[].url`.
     pub url: Option<String>,
+    /// `pools[].user` (a wallet, often with `.worker`).
     pub user: Option<String>,
 }
 
 /// Which rules were in force.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RulesInfo {
+    /// Embedded rules compiled.
     pub embedded: usize,
+    /// Rules from `--rules` (or `agent.rules_dir`) compiled.
     pub user: usize,
     /// SHA-256 over all rule sources, to tell rule sets apart.
     pub hash: String,
@@ -318,8 +355,10 @@ pub struct Coverage {
 /// One recorded failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoverageError {
+    /// The process concerned, if one was.
     pub pid: Option<i32>,
     /// What was being read, e.g. `maps`, `exe scan`, `net/tcp`.
     pub what: String,
+    /// The error, as the system gave it.
     pub error: String,
 }

@@ -55,6 +55,7 @@ impl FpuFacts {
 /// Rounding-mode samples of one thread.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThreadFpu {
+    /// The thread sampled (`/proc/PID/task/TID`).
     pub tid: i32,
     /// Rounding mode of each sample, in order.
     pub modes: Vec<u8>,
