@@ -21,9 +21,9 @@ pub mod watch;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::judge;
@@ -43,71 +43,33 @@ const PID_SWEEP_SLICES: u32 = 12;
 /// Ticks of CPU history kept per process.
 const HISTORY: usize = 24;
 
-static STOP: AtomicBool = AtomicBool::new(false);
-static RELOAD: AtomicBool = AtomicBool::new(false);
+/// Set by SIGTERM and SIGINT.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
+/// Set by SIGHUP.
+static RELOAD: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    if sig == libc::SIGHUP {
-        RELOAD.store(true, Ordering::Relaxed);
-    } else {
-        STOP.store(true, Ordering::Relaxed);
-    }
-}
-
+/// SIGTERM and SIGINT set [`STOP`], SIGHUP sets [`RELOAD`] (once per process).
 fn install_signal_handlers() {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for (sig, flag) in [(SIGTERM, &*STOP), (SIGINT, &*STOP), (SIGHUP, &*RELOAD)] {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+                tracing::warn!("cannot handle signal {sig}: {e}");
+            }
         }
-    }
+    });
 }
 
 /// Tells systemd (Type=notify) how we are, when it asked ($NOTIFY_SOCKET).
-fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
-            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
-    } else {
-        sock.send_to(state.as_bytes(), Path::new(&path))
-    };
-    if let Err(e) = sent {
+fn sd_notify(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(std::slice::from_ref(&state)) {
         tracing::warn!("sd_notify {state}: {e}");
-    }
-}
-
-/// Lowers our CPU and I/O priority: nice 10 and the idle I/O class.
-fn be_nice() {
-    // SAFETY: plain syscalls on our own process.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        // ioprio_set(IOPRIO_WHO_PROCESS, self, IOPRIO_CLASS_IDLE << 13)
-        libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13);
     }
 }
 
 /// Our own CPU time and RSS.
 fn self_usage() -> (Duration, u64) {
-    // SAFETY: an all-zero rusage is valid to be overwritten.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a local struct.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-    };
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -116,7 +78,7 @@ fn self_usage() -> (Duration, u64) {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0);
-    (tv(ru.ru_utime) + tv(ru.ru_stime), rss)
+    (crate::sys::self_cpu_time(), rss)
 }
 
 /// Why the agent could not start (or a reload could not take effect).
@@ -284,7 +246,7 @@ pub fn run(
         .map_err(|e| tracing::warn!("cannot watch drop directories: {e}"))
         .ok();
     install_signal_handlers();
-    be_nice();
+    crate::sys::be_nice();
     // Every observed process holds a directory handle during a tick.
     crate::sys::raise_fd_limit();
     let mut cache = Cache::default();
@@ -336,7 +298,7 @@ pub fn run(
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(config.agent.host_check_secs));
         let settings = Settings::agent_tick(&config, host_checks, PID_SWEEP_SLICES);
         let opts = observe::Options {
-            stop: Some(&STOP),
+            stop: Some(&**STOP),
             ..settings.observe
         };
         let policy = settings.policy;
@@ -383,9 +345,9 @@ pub fn run(
         tick += 1;
         let last_tick_ms = tick_start.elapsed().as_millis() as u64;
         if tick == 1 {
-            sd_notify("READY=1");
+            sd_notify(sd_notify::NotifyState::Ready);
         }
-        sd_notify("WATCHDOG=1");
+        sd_notify(sd_notify::NotifyState::Watchdog);
         if last_heartbeat.elapsed() >= Duration::from_secs(config.agent.heartbeat_secs) || tick == 1
         {
             last_heartbeat = Instant::now();
@@ -423,13 +385,13 @@ pub fn run(
             while Instant::now() < until && !STOP.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
                 if fed.elapsed() >= Duration::from_secs(5) {
-                    sd_notify("WATCHDOG=1");
+                    sd_notify(sd_notify::NotifyState::Watchdog);
                     fed = Instant::now();
                 }
             }
         }
     }
-    sd_notify("STOPPING=1");
+    sd_notify(sd_notify::NotifyState::Stopping);
     Ok(())
 }
 

@@ -155,9 +155,12 @@ pub(super) fn set_ancestry(watched: &mut [Watched], table: &Table) {
 
 /// Whether `pid` names a running process (kill(pid, 0); EPERM means it does).
 pub(super) fn process_exists(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+        matches!(
+            rustix::process::test_kill_process(p),
+            Ok(()) | Err(rustix::io::Errno::PERM)
+        )
+    })
 }
 
 pub(super) fn descendants(table: &HashMap<i32, Stat>, roots: &[i32]) -> HashSet<i32> {

@@ -1,14 +1,11 @@
 //! Reading a hostile tree: openat walks that never follow a symlink, regular
 //! files only, capped reads, raw getdents64 listings.
 
-use std::ffi::CString;
 use std::io::{self, Read};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use libc::c_int;
+use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, RawDir, Stat};
 
 /// A small procfs or sysfs value is read up to this many bytes.
 pub(crate) const VALUE_CAP: usize = 64 << 10;
@@ -16,15 +13,15 @@ pub(crate) const VALUE_CAP: usize = 64 << 10;
 pub(crate) const MAX_TREE_FILES: usize = 20_000;
 /// Entries taken from one directory listing.
 pub(crate) const MAX_DIR_ENTRIES: usize = 200_000;
-pub(crate) const FS_IMMUTABLE_FL: libc::c_long = 0x10;
-pub(crate) const FILE_FLAGS: c_int =
-    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY;
-pub(crate) const DIR_FLAGS: c_int = libc::O_RDONLY
-    | libc::O_DIRECTORY
-    | libc::O_NOFOLLOW
-    | libc::O_NONBLOCK
-    | libc::O_CLOEXEC
-    | libc::O_NOCTTY;
+/// Opening a file to read: never through a symlink, never blocking on a
+/// FIFO, never taking a terminal.
+pub(crate) const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+/// Opening a directory to walk: the same, and only a directory.
+pub(crate) const DIR_FLAGS: OFlags = FILE_FLAGS.union(OFlags::DIRECTORY);
 
 // ---------------------------------------------------------------------------
 // Safe filesystem access
@@ -144,13 +141,12 @@ impl Tree {
             match open_at(&cur, comp.as_bytes(), DIR_FLAGS) {
                 Ok(fd) => cur = fd,
                 Err(error) => {
-                    let errno = error.raw_os_error();
-                    if errno == Some(libc::ENOENT) {
+                    if error.kind() == io::ErrorKind::NotFound {
                         return Err(WalkError::Missing);
                     }
                     let at = self.display(&so_far);
                     return Err(match lstat_at(&cur, comp.as_bytes()) {
-                        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                        Ok(st) if kind_of(&st) == FileType::Symlink => {
                             let target = read_link_at(&cur, comp.as_bytes()).unwrap_or_default();
                             let alias = index == 0
                                 && matches!(comp, "lib" | "lib64" | "lib32" | "bin" | "sbin")
@@ -161,7 +157,7 @@ impl Tree {
                                 WalkError::Symlink { at, target }
                             }
                         }
-                        Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => WalkError::NotDir {
+                        Ok(st) if kind_of(&st) != FileType::Directory => WalkError::NotDir {
                             at,
                             kind: mode_kind(st.st_mode),
                         },
@@ -288,12 +284,10 @@ impl Tree {
         };
         for entry in entries {
             let rel = format!("{rel_dir}/{}", String::from_utf8_lossy(&entry.name));
-            let kind = match entry.d_type {
-                libc::DT_DIR => libc::S_IFDIR,
-                libc::DT_REG => libc::S_IFREG,
-                libc::DT_LNK => libc::S_IFLNK,
+            let kind = match entry.kind {
+                k @ (FileType::Directory | FileType::RegularFile | FileType::Symlink) => k,
                 _ => match lstat_at(dir, &entry.name) {
-                    Ok(st) => st.st_mode & libc::S_IFMT,
+                    Ok(st) => kind_of(&st),
                     Err(e) => {
                         gaps.add(self.display(&rel), e.to_string());
                         continue;
@@ -301,7 +295,7 @@ impl Tree {
                 },
             };
             match kind {
-                libc::S_IFDIR => {
+                FileType::Directory => {
                     if depth == 0 {
                         continue;
                     }
@@ -312,11 +306,11 @@ impl Tree {
                         Err(e) => gaps.add(self.display(&rel), e.to_string()),
                     }
                 }
-                libc::S_IFLNK => {
+                FileType::Symlink => {
                     let target = read_link_at(dir, &entry.name).unwrap_or_default();
                     out.push((rel, Got::Symlink(target)));
                 }
-                libc::S_IFREG => {
+                FileType::RegularFile => {
                     if *budget == 0 {
                         gaps.add(
                             self.display(rel_dir),
@@ -332,7 +326,10 @@ impl Tree {
                 }
                 other => gaps.add(
                     self.display(&rel),
-                    format!("{}, not a regular file: not opened", mode_kind(other)),
+                    format!(
+                        "{}, not a regular file: not opened",
+                        mode_kind(other.as_raw_mode())
+                    ),
                 ),
             }
         }
@@ -362,8 +359,8 @@ impl Tree {
                 String::from_utf8_lossy(&entry.name)
             );
             match lstat_at(&dir, &entry.name) {
-                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => out.push(rel),
-                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                Ok(st) if kind_of(&st) == FileType::Directory => out.push(rel),
+                Ok(st) if kind_of(&st) == FileType::Symlink => {
                     let target = read_link_at(&dir, &entry.name).unwrap_or_default();
                     gaps.add(
                         self.display(&rel),
@@ -400,32 +397,37 @@ pub(crate) fn read_at(
 ) -> Result<FileRead, ReadError> {
     let st = match lstat_at(dir, name) {
         Ok(st) => st,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
             return Err(ReadError::Missing);
         }
         Err(e) => return Err(ReadError::Io(e)),
     };
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => {}
-        libc::S_IFLNK => {
+    match kind_of(&st) {
+        FileType::RegularFile => {}
+        FileType::Symlink => {
             return Err(ReadError::Symlink(
                 read_link_at(dir, name).unwrap_or_default(),
             ));
         }
-        other => return Err(ReadError::NotRegular(mode_kind(other))),
+        _ => return Err(ReadError::NotRegular(mode_kind(st.st_mode))),
     }
     let fd = match open_at(dir, name, FILE_FLAGS) {
         Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
             return Err(ReadError::Symlink(
                 read_link_at(dir, name).unwrap_or_default(),
             ));
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(ReadError::Missing),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
         Err(e) => return Err(ReadError::Io(e)),
     };
     let st = fstat_fd(&fd).map_err(ReadError::Io)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+    if kind_of(&st) != FileType::RegularFile {
         return Err(ReadError::NotRegular(mode_kind(st.st_mode)));
     }
     let immutable = flags && is_immutable(&fd);
@@ -446,155 +448,81 @@ pub(crate) fn read_at(
 
 /// FS_IMMUTABLE_FL through FS_IOC_GETFLAGS (false where unsupported).
 pub(crate) fn is_immutable(fd: &OwnedFd) -> bool {
-    let mut attr: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes at most a long into `attr`.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut attr) };
-    r == 0 && attr & FS_IMMUTABLE_FL != 0
+    fs::ioctl_getflags(fd).is_ok_and(|f| f.contains(fs::IFlags::IMMUTABLE))
 }
 
-pub(crate) fn mode_kind(mode: libc::mode_t) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFREG => "regular file",
-        libc::S_IFDIR => "directory",
-        libc::S_IFLNK => "symlink",
-        libc::S_IFIFO => "fifo",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFCHR => "character device",
-        libc::S_IFBLK => "block device",
+pub(crate) fn mode_kind(mode: u32) -> &'static str {
+    match FileType::from_raw_mode(mode) {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
         _ => "unknown file type",
     }
 }
 
-pub(crate) fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
-}
-
-pub(crate) fn owned(fd: c_int) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+fn kind_of(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
 }
 
 /// Opens a directory given by the caller (the root itself may be reached through symlinks).
 pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
-    let c = cstring(path.as_os_str().as_bytes())?;
-    // SAFETY: `c` is NUL-terminated and lives across the call.
-    owned(unsafe { libc::open(c.as_ptr(), DIR_FLAGS & !libc::O_NOFOLLOW) })
+    Ok(fs::open(
+        path,
+        DIR_FLAGS.difference(OFlags::NOFOLLOW),
+        Mode::empty(),
+    )?)
 }
 
-pub(crate) fn open_at(dir: &OwnedFd, name: &[u8], flags: c_int) -> io::Result<OwnedFd> {
-    let c = cstring(name)?;
-    // SAFETY: `c` is NUL-terminated; `dir` is an open descriptor.
-    owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })
+pub(crate) fn open_at(dir: &OwnedFd, name: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(fs::openat(dir, name, flags, Mode::empty())?)
 }
 
-pub(crate) fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
-    let c = cstring(name)?;
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `c` is NUL-terminated; `st` is writable.
-    let r = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            st.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatat succeeded and filled `st`.
-    Ok(unsafe { st.assume_init() })
+pub(crate) fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Stat> {
+    Ok(fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
-pub(crate) fn fstat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable; `fd` is open.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded and filled `st`.
-    Ok(unsafe { st.assume_init() })
+pub(crate) fn fstat_fd(fd: &OwnedFd) -> io::Result<Stat> {
+    Ok(fs::fstat(fd)?)
 }
 
 pub(crate) fn read_link_at(dir: &OwnedFd, name: &[u8]) -> io::Result<String> {
-    let c = cstring(name)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: `buf` is writable for its length; `c` is NUL-terminated.
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-    buf.truncate(n);
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    let target = fs::readlinkat(dir, name, Vec::new())?;
+    Ok(String::from_utf8_lossy(target.as_bytes()).into_owned())
 }
 
 pub(crate) struct DirEntry {
     pub(crate) name: Vec<u8>,
-    pub(crate) d_type: u8,
+    pub(crate) kind: FileType,
 }
 
-/// All entries but `.` and `..`, read with the raw getdents64 syscall (never
-/// glibc readdir). The bool says the listing stopped at `max`.
+/// All entries but `.` and `..`, read with the raw getdents64 syscall
+/// (rustix's `RawDir`, never glibc's readdir, which an LD_PRELOAD rootkit
+/// hooks). The bool says the listing stopped at `max`.
 pub(crate) fn getdents(dir: &OwnedFd, max: usize) -> io::Result<(Vec<DirEntry>, bool)> {
-    const HEADER: usize = 19; // d_ino u64, d_off i64, d_reclen u16, d_type u8
-    let mut buf = vec![0u64; 8192]; // 64 KiB, 8-byte aligned
-    let bytes = buf.len() * std::mem::size_of::<u64>();
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut raw = RawDir::new(dir, buf.spare_capacity_mut());
     let mut out = Vec::new();
-    loop {
-        // SAFETY: `buf` is writable for `bytes` bytes; the fd is an open directory.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                libc::c_long::from(dir.as_raw_fd()),
-                buf.as_mut_ptr().cast::<u8>(),
-                bytes as libc::c_long,
-            )
+    while let Some(entry) = raw.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
         }
-        let n = usize::try_from(n).unwrap_or(0).min(bytes);
-        if n == 0 {
-            return Ok((out, false));
+        if out.len() >= max {
+            return Ok((out, true));
         }
-        // SAFETY: the kernel initialised the first `n` bytes of `buf`.
-        let raw: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
-        let mut off = 0;
-        while off + HEADER <= raw.len() {
-            let reclen = usize::from(u16::from_ne_bytes([raw[off + 16], raw[off + 17]]));
-            if reclen < HEADER || off + reclen > raw.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed getdents64 record",
-                ));
-            }
-            let d_type = raw[off + 18];
-            let field = &raw[off + HEADER..off + reclen];
-            let name = &field[..field.iter().position(|&b| b == 0).unwrap_or(field.len())];
-            if name != b"." && name != b".." {
-                if out.len() >= max {
-                    return Ok((out, true));
-                }
-                out.push(DirEntry {
-                    name: name.to_vec(),
-                    d_type,
-                });
-            }
-            off += reclen;
-        }
+        out.push(DirEntry {
+            name: name.to_vec(),
+            kind: entry.file_type(),
+        });
     }
+    Ok((out, false))
 }

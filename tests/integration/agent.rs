@@ -24,11 +24,24 @@ struct AgentRun {
 
 impl AgentRun {
     fn start(dir: &Path, config: &Path, events: &Path, body: &str, timeout_secs: u32) -> AgentRun {
+        Self::start_with_env(dir, config, events, body, timeout_secs, "")
+    }
+
+    /// [`AgentRun::start`] with `env` (`NAME=value ...`, shell-quoted) set
+    /// for the agent alone.
+    fn start_with_env(
+        dir: &Path,
+        config: &Path,
+        events: &Path,
+        body: &str,
+        timeout_secs: u32,
+        env: &str,
+    ) -> AgentRun {
         let script = format!(
             r#"set -u
 ev={ev}
 wait_for() {{ for i in $(seq 600); do grep -q "$1" "$ev" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout waiting for $1"; return 1; }}
-{bin} agent --config {cfg} 2>{dir}/agent.err &
+{env} {bin} agent --config {cfg} 2>{dir}/agent.err &
 A=$!
 wait_for '"heartbeat"'
 {body}
@@ -42,6 +55,11 @@ echo "stop_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
             bin = BIN,
             cfg = config.display(),
             dir = dir.display(),
+            env = if env.is_empty() {
+                String::new()
+            } else {
+                format!("env {env}")
+            },
         );
         let out = Command::new("timeout")
             .args([
@@ -563,5 +581,63 @@ kill -9 $W $S; wait $W $S 2>/dev/null"#,
         "quiet miner under the agent: alerted after {} ms, signals {}",
         run.number("alert_ms"),
         last["signals"]
+    );
+}
+
+#[test]
+fn agent_tells_systemd_ready_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let events = d.join("events.ndjson");
+    let config = agent_config(d, &events, 1.0, "");
+    // systemd's side of Type=notify: a datagram socket named by $NOTIFY_SOCKET.
+    let sock_path = d.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    got.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+                }
+            }
+            while let Ok(n) = sock.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+            }
+            got
+        })
+    };
+    let run = AgentRun::start_with_env(
+        d,
+        &config,
+        &events,
+        "sleep 3",
+        60,
+        &format!("NOTIFY_SOCKET='{}'", sock_path.display()),
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = listener.join().expect("listener");
+    assert_eq!(
+        got.first().map(String::as_str),
+        Some("READY=1"),
+        "{got:?}\n{}",
+        run.context
+    );
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{got:?}"
+    );
+    let watchdogs = got.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(watchdogs >= 3, "a WATCHDOG=1 every 1 s tick: {got:?}");
+    assert!(
+        got.iter()
+            .all(|m| ["READY=1", "WATCHDOG=1", "STOPPING=1"].contains(&m.as_str())),
+        "{got:?}"
     );
 }

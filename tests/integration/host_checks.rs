@@ -329,6 +329,17 @@ fn hider_child() {
     else {
         return;
     };
+    // The hider's libc hooks are live in this process: a probe through
+    // libc, or through libc's syscall(), does not find the pid ...
+    // SAFETY: signal 0 and getpgid only ask whether the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "kill() is hooked");
+    // SAFETY: as above, through libc's syscall() wrapper.
+    assert_eq!(
+        unsafe { libc::syscall(libc::SYS_getpgid, libc::c_long::from(pid)) },
+        -1,
+        "syscall() is hooked"
+    );
+    // ... while ours go to the kernel without libc (rustix).
     let proc = Path::new("/proc");
     let rd = list_pids_readdir(proc).expect("readdir");
     let raw = list_pids_raw(proc).expect("getdents64");

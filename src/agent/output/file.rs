@@ -304,9 +304,14 @@ mod tests {
     fn file_refuses_fifo_without_blocking() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.ndjson");
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("cstring");
-        // SAFETY: valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
         std::thread::spawn(move || {

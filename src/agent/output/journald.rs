@@ -1,4 +1,11 @@
 //! The systemd-journald native protocol.
+//!
+//! Written here rather than taken from a crate: `libsystemd`'s
+//! `journal_send` and `tracing-journald` write only to the fixed
+//! `/run/systemd/journal/socket`, while the agent's journald output takes its
+//! socket from the config (a container given the host's journal socket at
+//! another path; the tests' own socket). The protocol is a few lines of safe
+//! code over `UnixDatagram`.
 
 use super::*;
 

@@ -66,12 +66,9 @@ mod tests {
 
     #[test]
     fn closed_stdout_is_broken_pipe() {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe writes two fds into the array.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: we own both fds; close the read end, wrap the write end.
-        unsafe { libc::close(fds[0]) };
-        let mut w = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        drop(r);
+        let mut w = File::from(w);
         let err = write_ndjson(&mut w, &alert(), Fields::Native).expect_err("EPIPE");
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(StdoutSink::new(Fields::Ecs).name(), "stdout");

@@ -94,21 +94,9 @@ impl Conn {
                 |nb| s.set_nonblocking(nb),
                 // UnixStream has no stable peek: a 1-byte MSG_PEEK recv.
                 |b| {
-                    use std::os::fd::AsRawFd;
-                    // SAFETY: recv into a valid 1-byte buffer on an fd we own.
-                    let n = unsafe {
-                        libc::recv(
-                            s.as_raw_fd(),
-                            b.as_mut_ptr().cast(),
-                            b.len(),
-                            libc::MSG_PEEK,
-                        )
-                    };
-                    if n < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(n as usize)
-                    }
+                    rustix::net::recv(s, b, rustix::net::RecvFlags::PEEK)
+                        .map(|(n, _)| n)
+                        .map_err(io::Error::from)
                 },
             ),
             _ => false,
@@ -248,14 +236,9 @@ fn rfc5424_hostname(h: &str) -> String {
 }
 
 fn local_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "-".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    let uname = rustix::system::uname();
+    let name = String::from_utf8_lossy(uname.nodename().to_bytes()).into_owned();
+    if name.is_empty() { "-".into() } else { name }
 }
 
 impl Sink for SyslogSink {

@@ -6,7 +6,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Instant;
 
-const PTRACE_GETFPREGS: u32 = 14;
+pub(super) use crate::sys::ptrace;
+use crate::sys::ptrace_mxcsr as read_mxcsr;
+
 const PTRACE_DETACH: u32 = 17;
 const PTRACE_SEIZE: u32 = 0x4206;
 pub(super) const PTRACE_INTERRUPT: u32 = 0x4207;
@@ -15,46 +17,6 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const DROP_WAIT: Duration = Duration::from_millis(50);
 /// How long [`wait_stop`] spins before it sleeps between polls.
 const SPIN: Duration = Duration::from_micros(500);
-
-/// A ptrace request whose `addr` is unused and whose `data` is an integer.
-pub(super) fn ptrace(request: u32, tid: i32, data: usize) -> io::Result<()> {
-    // SAFETY: SEIZE, INTERRUPT and DETACH read no memory through addr or
-    // data: addr is ignored, data is an option mask or signal number.
-    let r = unsafe {
-        libc::ptrace(
-            request as _,
-            tid,
-            std::ptr::null_mut::<libc::c_void>(),
-            data as *mut libc::c_void,
-        )
-    };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// MXCSR of a ptrace-stopped thread.
-fn read_mxcsr(tid: i32) -> io::Result<u32> {
-    // SAFETY: user_fpregs_struct is plain integers; all-zero is valid.
-    let mut regs: libc::user_fpregs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETFPREGS writes one user_fpregs_struct to `data`,
-    // which points to one we own.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GETFPREGS as _,
-            tid,
-            std::ptr::null_mut::<libc::c_void>(),
-            (&raw mut regs).cast::<libc::c_void>(),
-        )
-    };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(regs.mxcsr)
-    }
-}
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
@@ -85,31 +47,28 @@ fn wait_stop(tid: i32, deadline: Instant) -> Waited {
     let start = Instant::now();
     let mut nap = Duration::from_micros(50);
     loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: waitpid with a valid pointer to a c_int.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-        if r == tid {
-            if libc::WIFSTOPPED(status) {
-                return Waited::Stopped {
-                    sig: libc::WSTOPSIG(status),
-                    event: (status >> 16) & 0xff,
-                };
+        match crate::sys::waitpid_nohang(tid) {
+            Ok(Some(status)) => {
+                if libc::WIFSTOPPED(status) {
+                    return Waited::Stopped {
+                        sig: libc::WSTOPSIG(status),
+                        event: (status >> 16) & 0xff,
+                    };
+                }
+                if libc::WIFEXITED(status) {
+                    return Waited::Gone(format!("exited (status {})", libc::WEXITSTATUS(status)));
+                }
+                if libc::WIFSIGNALED(status) {
+                    return Waited::Gone(format!("killed by signal {}", libc::WTERMSIG(status)));
+                }
+                continue;
             }
-            if libc::WIFEXITED(status) {
-                return Waited::Gone(format!("exited (status {})", libc::WEXITSTATUS(status)));
-            }
-            if libc::WIFSIGNALED(status) {
-                return Waited::Gone(format!("killed by signal {}", libc::WTERMSIG(status)));
-            }
-            continue;
-        }
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            match errno(&e) {
+            Ok(None) => {}
+            Err(e) => match errno(&e) {
                 libc::EINTR => continue,
                 libc::ECHILD => return Waited::Gone("exited (no longer traced)".to_string()),
                 _ => return Waited::Failed(e),
-            }
+            },
         }
         if Instant::now() >= deadline {
             return Waited::Timeout;

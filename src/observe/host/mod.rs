@@ -29,8 +29,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::LazyLock;
@@ -152,8 +151,7 @@ pub fn observe_host_with(
                 Err(())
             }
         };
-        // SAFETY: geteuid cannot fail.
-        let root_user = unsafe { libc::geteuid() } == 0;
+        let root_user = rustix::process::geteuid().is_root();
         match (raw, readdir, brute) {
             (_, _, _) if facts.hidepid.is_some() && !root_user => gaps.add(
                 "hidden processes",

@@ -3,6 +3,8 @@
 //! the pid range, compared and confirmed.
 
 use super::*;
+use rustix::io::Errno;
+use rustix::process::{self, Pid};
 
 // ---------------------------------------------------------------------------
 // Public data
@@ -330,13 +332,13 @@ pub(super) fn pid_exists(proc_fd: Option<&OwnedFd>, probe: Probe, pid: i32) -> b
         return false;
     }
     if probe != Probe::Stat {
-        let answered = |r: libc::c_long| {
-            r >= 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        // rustix makes these syscalls itself (no libc in between that an
+        // LD_PRELOAD rootkit could hook): EPERM answers too.
+        let answered = |r: Result<(), Errno>| matches!(r, Ok(()) | Err(Errno::PERM));
+        let Some(p) = Pid::from_raw(pid) else {
+            return false;
         };
-        // SAFETY: signal 0 only checks existence and permission; getpgid only reads.
-        if answered(unsafe {
-            libc::syscall(libc::SYS_kill, libc::c_long::from(pid), 0 as libc::c_long)
-        }) || answered(unsafe { libc::syscall(libc::SYS_getpgid, libc::c_long::from(pid)) })
+        if answered(process::test_kill_process(p)) || answered(process::getpgid(Some(p)).map(drop))
         {
             return true;
         }
@@ -349,17 +351,9 @@ pub(super) fn pid_exists(proc_fd: Option<&OwnedFd>, probe: Probe, pid: i32) -> b
     };
     let mut name = [0u8; 16];
     let len = format_pid(pid, &mut name);
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `name` is NUL-terminated at `len`; `st` is writable.
-    let r = unsafe {
-        libc::fstatat(
-            fd.as_raw_fd(),
-            name[..=len].as_ptr().cast(),
-            st.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    r == 0
+    std::ffi::CStr::from_bytes_with_nul(&name[..=len]).is_ok_and(|name| {
+        rustix::fs::statat(fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    })
 }
 
 /// Writes `pid` in decimal followed by NUL; returns the digit count.

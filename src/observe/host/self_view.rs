@@ -86,18 +86,14 @@ pub(super) fn read_self(facts: &mut HostFacts, proc_root: &Path, gaps: &mut Unre
 /// `/proc/self`, following the `self` magic link only on a real procfs.
 pub(super) fn open_proc_self() -> io::Result<OwnedFd> {
     let proc_fd = open_dir_path(Path::new("/proc"))?;
-    let mut sfs = MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `sfs` is writable; the fd is valid.
-    if unsafe { libc::fstatfs(proc_fd.as_raw_fd(), sfs.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatfs succeeded and filled it.
-    let sfs = unsafe { sfs.assume_init() };
-    // (f_type's width differs between targets)
-    if sfs.f_type as u64 != libc::PROC_SUPER_MAGIC as u64 {
+    if rustix::fs::fstatfs(&proc_fd)?.f_type != rustix::fs::PROC_SUPER_MAGIC {
         return Err(io::Error::other("/proc is not a procfs mount"));
     }
-    open_at(&proc_fd, b"self", DIR_FLAGS & !libc::O_NOFOLLOW)
+    open_at(
+        &proc_fd,
+        b"self",
+        DIR_FLAGS.difference(rustix::fs::OFlags::NOFOLLOW),
+    )
 }
 
 /// Mount points over `<proc mount>/<digits>[/...]`, the /proc mount's

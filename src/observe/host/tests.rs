@@ -1,7 +1,6 @@
 //! Tests of the host checks on fixture roots and real processes.
 
 use super::*;
-use std::ffi::CString;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -464,9 +463,14 @@ fn symlinks_and_fifos_are_not_followed() {
     symlink(&outside, fx.root.join("etc/crontab")).expect("symlink");
     symlink(&outside, fx.root.join("etc/cron.d/link")).expect("symlink");
     symlink("/tmp/.x/payload", fx.root.join("etc/rc.local")).expect("symlink");
-    let fifo = CString::new(fx.root.join("etc/cron.d/pipe").as_os_str().as_bytes()).expect("path");
-    // SAFETY: NUL-terminated path in our tempdir.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fx.root.join("etc/cron.d/pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
     // a symlinked directory on the way is not entered either
     std::fs::create_dir_all(fx.root.join("../outside/spool")).expect("mkdir");
     put(
