@@ -18,6 +18,7 @@ mod support;
 mod agent;
 mod cli;
 mod corpus;
+mod fpu;
 mod host;
 mod host_checks;
 mod miners;
