@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cli::{
+use minerwatch::cli::{
     AnalyzeArgs, Cli, Command, ConfigCommand, Format, OutputArgs, RulesCommand, ScanArgs,
 };
-use crate::judge::{self, Level, Report};
-use crate::observe::{self, files};
-use crate::report::{Ecs, Json, Ndjson, Render, Text};
-use crate::settings::{ScanFlags, Settings};
-use crate::signatures::Signatures;
-use crate::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
+use minerwatch::judge::{self, Level, Report};
+use minerwatch::observe::{self, files};
+use minerwatch::report::{Ecs, Json, Ndjson, Render, Text};
+use minerwatch::settings::{ScanFlags, Settings};
+use minerwatch::signatures::Signatures;
+use minerwatch::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
 
 /// Largest snapshot `analyze` reads.
 const MAX_SNAPSHOT_BYTES: u64 = 512 * 1024 * 1024;
@@ -63,11 +63,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Analyze(args) => analyze(args),
         Command::Rules(RulesCommand::Check { dir }) => rules_check(dir.as_deref()),
         Command::Agent(args) => {
-            let overrides = crate::agent::Overrides {
+            let overrides = minerwatch::agent::Overrides {
                 proc_root: args.proc_root,
                 root: args.root,
             };
-            crate::agent::run(args.config.as_deref(), args.ticks, &overrides)?;
+            minerwatch::agent::run(args.config.as_deref(), args.ticks, &overrides)?;
             Ok(Outcome::Clean)
         }
         Command::Completions { shell } => {
@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Config(ConfigCommand::Check { config }) => {
-            let (_, files) = crate::config::Config::load(config.as_deref())?;
+            let (_, files) = minerwatch::config::Config::load(config.as_deref())?;
             let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             println!(
                 "config OK ({})",
@@ -99,7 +99,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Config(ConfigCommand::Show { config }) => {
-            let (c, _) = crate::config::Config::load(config.as_deref())?;
+            let (c, _) = minerwatch::config::Config::load(config.as_deref())?;
             print!("{}", c.to_toml());
             Ok(Outcome::Clean)
         }
@@ -133,7 +133,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         }
     }
     let save = args.save.as_deref().map(PendingFile::create).transpose()?;
-    crate::sys::raise_fd_limit();
+    minerwatch::sys::raise_fd_limit();
     let snapshot = observe::observe(&settings.observe, &rules)?;
     if let Some(save) = save {
         let json = serde_json::to_vec_pretty(&snapshot).context("serializing the snapshot")?;

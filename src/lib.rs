@@ -19,7 +19,6 @@
 //! ```
 
 pub mod agent;
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod embedded;
@@ -81,7 +80,7 @@ mod layering {
     fn judge_report_and_snapshot_never_name_observe_or_agent() {
         assert_never_names(
             &["judge", "report", "snapshot"],
-            &["crate::observe", "crate::agent", "crate::app"],
+            &["crate::observe", "crate::agent"],
         );
     }
 
@@ -158,7 +157,6 @@ mod layering {
                 "crate::judge",
                 "crate::report",
                 "crate::agent",
-                "crate::app",
                 "crate::settings",
             ],
         );

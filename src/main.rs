@@ -4,10 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod app;
+
 fn main() -> ExitCode {
     let cli = minerwatch::cli::Cli::parse();
-    minerwatch::app::init_logging(cli.verbose);
-    match minerwatch::app::run(cli) {
+    app::init_logging(cli.verbose);
+    match app::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("minerwatch: error: {e:#}");

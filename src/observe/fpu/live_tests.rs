@@ -39,6 +39,12 @@ impl Busy {
         parse_tracer_pid(&status.unwrap_or_default())
     }
 
+    /// The state letter of its `stat`.
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
     fn running(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
     }
@@ -75,9 +81,7 @@ fn guard_detaches_on_drop_and_panic() {
     });
     assert!(r.is_err());
     assert_eq!(busy.tracer(), Some(0));
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = state.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
-    assert_eq!(state, Some("R"), "left running, not stopped");
+    assert_eq!(busy.state(), Some('R'), "left running, not stopped");
 }
 
 /// A signal sent while attached is met at its signal-delivery-stop,
@@ -91,7 +95,13 @@ fn a_signal_met_while_attached_is_relayed() {
         // SAFETY: kill(2) on our own, still running, child. A real-time
         // signal: rustix's Signal cannot name one.
         unsafe { libc::kill(pid, libc::SIGRTMIN()) };
-        std::thread::sleep(Duration::from_millis(5));
+        // Wait for its signal-delivery-stop ('t'): on a busy machine the
+        // loop may not run for a while, and an interrupt that came first
+        // would be met first.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while busy.state() != Some('t') && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let taken = imp::take(&mut att, Duration::from_millis(100));
         assert!(matches!(&taken, Ok(t) if t.relayed == Some(libc::SIGRTMIN())));
     }
