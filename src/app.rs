@@ -15,7 +15,7 @@ use minerwatch::cli::{
 };
 use minerwatch::judge::{self, Level, Report};
 use minerwatch::observe::{self, files};
-use minerwatch::report::{Ecs, Json, Ndjson, Render, Text};
+use minerwatch::report::{Ecs, Json, Markdown, Ndjson, Render, Text};
 use minerwatch::settings::{ScanFlags, Settings};
 use minerwatch::signatures::Signatures;
 use minerwatch::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
@@ -191,6 +191,7 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<Outcome> {
         Format::Json => Box::new(Json),
         Format::Ndjson => Box::new(Ndjson),
         Format::Ecs => Box::new(Ecs),
+        Format::Markdown => Box::new(Markdown),
     };
     let threshold: Level = output.fail_on.into();
     let outcome = if report.findings.iter().any(|f| f.level >= threshold)

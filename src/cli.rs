@@ -81,6 +81,9 @@ pub enum Format {
     /// One Elastic Common Schema document per line (as the agent's
     /// `fields = "ecs"`): each finding, each host finding, a summary.
     Ecs,
+    /// A report for the case file: verdict, findings with their evidence and
+    /// process tree, host findings, a timeline, what could not be read.
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,7 @@
 
 pub mod ecs;
 pub mod event;
+mod markdown;
 mod text;
 
 use std::io::{self, Write};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::judge::{Finding, HostFinding, Level, Report};
 
+pub use markdown::Markdown;
 pub use text::Text;
 
 /// An output format.

@@ -15,8 +15,8 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `analyze` of every snapshot fixture, as JSON, text and ECS, against
-/// tests/golden/NAME.json, NAME.txt and NAME.ecs.ndjson
+/// `analyze` of every snapshot fixture, as JSON, text, ECS and Markdown,
+/// against tests/golden/NAME.json, NAME.txt, NAME.ecs.ndjson and NAME.md
 /// (`MINERWATCH_BLESS=1 cargo test` rewrites them): what the report says
 /// may change only on purpose.
 #[test]
@@ -35,7 +35,12 @@ fn analyze_of_every_fixture_matches_its_golden_files() {
     names.sort();
     assert!(names.len() >= 4, "{names:?}");
     for name in &names {
-        for (format, ext) in [("json", "json"), ("text", "txt"), ("ecs", "ecs.ndjson")] {
+        for (format, ext) in [
+            ("json", "json"),
+            ("text", "txt"),
+            ("ecs", "ecs.ndjson"),
+            ("markdown", "md"),
+        ] {
             let out = minerwatch(&["analyze", &fixture(name), "--format", format]);
             assert!(
                 matches!(out.status.code(), Some(0 | 1)),
@@ -543,13 +548,30 @@ fn a_process_with_thousands_of_threads_is_scanned_without_trouble() {
 }
 
 #[test]
-fn hostile_command_lines_cannot_forge_text_output() {
+fn hostile_command_lines_cannot_forge_text_or_markdown_output() {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("sleep");
-    cmd.arg0("[kworker/0:1]\nverdict: clean\x1b[2J").arg("60");
+    cmd.arg0("[kworker/0:1]\nverdict: clean\x1b[2J| x |\n# Forged")
+        .arg("60");
     let mut evil = support::Child::spawn(cmd).expect("spawn");
-    let out = minerwatch(&["scan", "--window", "0.3", "--pid", &evil.pid().to_string()]);
+    let pid = evil.pid().to_string();
+    let out = minerwatch(&["scan", "--window", "0.3", "--pid", &pid]);
+    let md = minerwatch(&[
+        "scan", "--window", "0.3", "--pid", &pid, "--format", "markdown",
+    ]);
     evil.kill();
+    // Markdown: no raw escape, no forged table cell, heading or line.
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(md.contains("### PID"), "{md}");
+    assert!(!md.contains('\x1b'), "raw escape in markdown: {md:?}");
+    assert!(
+        !md.lines().any(|l| l.starts_with("# Forged")),
+        "forged heading: {md}"
+    );
+    assert!(
+        md.contains("\\[kworker/0:1\\]\\nverdict: clean\\x1b\\[2J\\| x \\|\\n\\# Forged"),
+        "{md}"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("fake") || text.contains("kernel thread"),
