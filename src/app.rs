@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 
 use minerwatch::cli::{
-    AnalyzeArgs, Cli, Command, ConfigCommand, Format, OutputArgs, RulesCommand, ScanArgs,
+    AnalyzeArgs, Cli, Command, ConfigCommand, Format, OutputArgs, RulesCommand, ScanArgs, SweepArgs,
 };
 use minerwatch::judge::{self, Level, Report};
 use minerwatch::observe::{self, files};
@@ -61,6 +61,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Scan(args) => scan(args),
         Command::Analyze(args) => analyze(args),
+        Command::Sweep(args) => sweep(args),
         Command::Rules(RulesCommand::Check { dir }) => rules_check(dir.as_deref()),
         Command::Agent(args) => {
             let overrides = minerwatch::agent::Overrides {
@@ -115,6 +116,18 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// The embedded rules and those in `dir`; a rule file that does not compile
+/// is a warning naming it, the rest load.
+fn load_rules(dir: Option<&Path>) -> Result<Signatures> {
+    let rules = Signatures::load(dir)?;
+    for f in rules.files() {
+        if let Some(e) = &f.error {
+            eprintln!("minerwatch: warning: skipped rule file: {e}");
+        }
+    }
+    Ok(rules)
+}
+
 fn scan(args: ScanArgs) -> Result<Outcome> {
     let settings = Settings::scan(&ScanFlags {
         window: &args.window,
@@ -126,12 +139,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         root: &args.root,
         proc_root: &args.proc_root,
     })?;
-    let rules = Signatures::load(settings.rules_dir.as_deref())?;
-    for f in rules.files() {
-        if let Some(e) = &f.error {
-            eprintln!("minerwatch: warning: skipped rule file: {e}");
-        }
-    }
+    let rules = load_rules(settings.rules_dir.as_deref())?;
     let save = args.save.as_deref().map(PendingFile::create).transpose()?;
     minerwatch::sys::raise_fd_limit();
     let snapshot = observe::observe(&settings.observe, &rules)?;
@@ -140,6 +148,79 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         save.commit(&json)?;
     }
     let report = judge::judge(&snapshot, &settings.policy);
+    emit(&report, &args.output)
+}
+
+/// `64M` → 67108864: bytes with an optional K, M or G (binary) suffix.
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            anyhow!("--max-file-size '{s}' is not a size: give bytes, or e.g. 64M or 1G")
+        })
+}
+
+fn sweep(args: SweepArgs) -> Result<Outcome> {
+    let max_file_size = parse_size(&args.max_file_size)?;
+    let threads = match args.threads {
+        Some(0) => bail!("--threads 0: give at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    for p in &args.paths {
+        if fs::symlink_metadata(p).is_err() {
+            bail!(
+                "sweep path '{}' does not exist: give files or directories to sweep",
+                p.display()
+            );
+        }
+    }
+    if !args.root.is_dir() {
+        bail!(
+            "--root '{}' is not a directory: give the host's filesystem root",
+            args.root.display()
+        );
+    }
+    let hashes = match &args.hashes {
+        None => Default::default(),
+        Some(path) => {
+            let (bytes, truncated) = files::read_regular(path, 64 << 20, true)
+                .with_context(|| format!("cannot read --hashes '{}'", path.display()))?;
+            if truncated {
+                bail!("--hashes '{}' is larger than 64 MiB", path.display());
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            observe::sweep::parse_hashes(&text)
+                .map_err(|e| anyhow!("--hashes '{}': {e}", path.display()))?
+        }
+    };
+    let rules = load_rules(args.rules.as_deref())?;
+    let save = args.save.as_deref().map(PendingFile::create).transpose()?;
+    minerwatch::sys::raise_fd_limit();
+    let opts = observe::sweep::SweepOptions {
+        roots: args.paths.clone(),
+        root: args.root.clone(),
+        max_file_size,
+        cross_fs: args.cross_fs,
+        threads,
+        hashes,
+    };
+    let snapshot = observe::sweep::observe_sweep(&opts, &rules);
+    if let Some(save) = save {
+        let json = serde_json::to_vec_pretty(&snapshot).context("serializing the snapshot")?;
+        save.commit(&json)?;
+    }
+    let report = judge::judge(&snapshot, &judge::Policy::default());
     emit(&report, &args.output)
 }
 
@@ -196,6 +277,7 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<Outcome> {
     let threshold: Level = output.fail_on.into();
     let outcome = if report.findings.iter().any(|f| f.level >= threshold)
         || report.host_findings.iter().any(|h| h.level >= threshold)
+        || report.file_findings.iter().any(|f| f.level >= threshold)
     {
         Outcome::Found
     } else {

@@ -24,6 +24,9 @@ pub enum Command {
     Scan(ScanArgs),
     /// Judge a snapshot saved with `scan --save` (on this or another machine).
     Analyze(AnalyzeArgs),
+    /// Sweep files on disk for miners, miner configs and known-bad hashes:
+    /// the miner that is not running.
+    Sweep(SweepArgs),
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -157,6 +160,39 @@ pub struct ScanArgs {
     /// Where procfs is mounted (the host's /proc when run in a container).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Files or directories to sweep (default: where miners are dropped and
+    /// launched from: /tmp, /var/tmp, /dev/shm, hidden entries of home
+    /// directories, /usr/local, /opt, /var/lib, cron, systemd units,
+    /// rc.local, and what persistence entries and ld.so.preload name).
+    pub paths: Vec<PathBuf>,
+    /// The host's filesystem root: default paths, persistence entries and
+    /// ld.so.preload are read under DIR (a mounted disk image, a container's root).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Also load the .yar/.yara rule files in DIR (each in its own namespace).
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Known-bad SHA-256 hashes, one per line (64 hex digits, then an optional comment).
+    #[arg(long, value_name = "FILE")]
+    pub hashes: Option<PathBuf>,
+    /// Read at most this many bytes of each file (K, M, G suffixes).
+    #[arg(long, default_value = "64M", value_name = "BYTES")]
+    pub max_file_size: String,
+    /// Enter other filesystems mounted below a swept directory.
+    #[arg(long)]
+    pub cross_fs: bool,
+    /// Reading threads [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Write the observed snapshot to FILE (JSON, mode 0600) for `analyze`.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -23,6 +23,7 @@
 //!   and stayed at round-to-nearest are not hashing RandomX
 //!   (`rx.not_hashing`), and then its RandomX capability no longer counts.
 
+pub mod files;
 pub mod host;
 pub mod persistence;
 mod policy;
@@ -105,6 +106,12 @@ pub struct Report {
     pub processes_judged: usize,
     /// The `--pid` scope, empty for the whole host.
     pub scope: Vec<i32>,
+    /// Files on disk at `notice` or above, highest level first (a sweep).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_findings: Vec<files::FileFinding>,
+    /// What the sweep read and what it skipped, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<files::SweepCoverage>,
 }
 
 /// One process at `notice` or above.
@@ -185,10 +192,16 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
             .then(a.pid.cmp(&b.pid))
     });
     let host_findings = host::findings(snapshot, policy, &persistence);
+    let file_findings = snapshot
+        .sweep
+        .as_ref()
+        .map(|s| files::findings(&s.files, &snapshot.host_facts.persistence))
+        .unwrap_or_default();
     let verdict = findings
         .iter()
         .map(|f| f.level)
         .chain(host_findings.iter().map(|h: &HostFinding| h.level))
+        .chain(file_findings.iter().map(|f| f.level))
         .max()
         .unwrap_or(Level::Clean);
     Report {
@@ -202,6 +215,8 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
         coverage: snapshot.coverage.clone(),
         processes_judged: snapshot.processes.len(),
         scope: snapshot.scope.clone(),
+        file_findings,
+        sweep: snapshot.sweep.as_ref().map(files::SweepCoverage::of),
     }
 }
 

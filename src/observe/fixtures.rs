@@ -117,6 +117,7 @@ fn regenerate_snapshot_fixtures() {
             },
             host_facts: Default::default(),
             preload_binaries: Vec::new(),
+            sweep: None,
         };
         let json = serde_json::to_string_pretty(&snap).expect("json");
         std::fs::write(format!("{SNAPSHOTS}/{name}.json"), json + "\n").expect("write");

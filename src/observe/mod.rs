@@ -27,6 +27,7 @@ pub mod miner_config;
 mod net;
 mod process;
 mod scope;
+pub mod sweep;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -229,6 +230,7 @@ pub fn observe_with(
         coverage: gaps.into_coverage(in_scope),
         host_facts,
         preload_binaries,
+        sweep: None,
     })
 }
 

@@ -162,6 +162,20 @@ pub struct FileAlert<'a> {
     pub file: &'a LandedFile,
 }
 
+/// A file on disk that a sweep judged `notice` or above.
+#[derive(Debug, Serialize)]
+pub struct SweptFileAlert<'a> {
+    pub schema: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: &'a str,
+    pub host: &'a str,
+    pub level: Level,
+    pub score: u32,
+    pub file: &'a crate::judge::files::FileFinding,
+    pub signals: &'a [crate::judge::signals::Signal],
+}
+
 /// The file of a [`FileAlert`].
 #[derive(Debug, Clone, Serialize)]
 pub struct LandedFile {
@@ -271,6 +285,32 @@ impl Event {
                 host,
                 level: h.level,
                 host_finding: h,
+            },
+        )
+    }
+
+    /// A swept file judged `notice` or above.
+    pub fn swept_file(f: &crate::judge::files::FileFinding, time: &str, host: &str) -> Event {
+        let ids: Vec<&str> = f.signals.iter().map(|s| s.id.as_str()).collect();
+        event(
+            "alert",
+            severity(f.level),
+            format!(
+                "{}: file {} score {}: {}",
+                f.level,
+                f.file.path,
+                f.score,
+                ids.join(", ")
+            ),
+            SweptFileAlert {
+                schema: REPORT_SCHEMA,
+                kind: "alert",
+                time,
+                host,
+                level: f.level,
+                score: f.score,
+                file: f,
+                signals: &f.signals,
             },
         )
     }

@@ -158,11 +158,24 @@ impl Render for Markdown {
             format!("--pid {} and descendants", pids.join(", "))
         };
         writeln!(out, "| | |\n|---|---|")?;
-        writeln!(
-            out,
-            "| verdict | **{}**: {} miner, {} suspicious, {} notice among {} processes |",
-            report.verdict, c.miner, c.suspicious, c.notice, report.processes_judged
-        )?;
+        let sweep_only = report.sweep.is_some() && report.processes_judged == 0;
+        if sweep_only {
+            let n = |l| report.file_findings.iter().filter(|f| f.level == l).count();
+            writeln!(
+                out,
+                "| verdict | **{}**: {} miner, {} suspicious, {} notice among the files swept |",
+                report.verdict,
+                n(crate::judge::Level::Miner),
+                n(crate::judge::Level::Suspicious),
+                n(crate::judge::Level::Notice)
+            )?;
+        } else {
+            writeln!(
+                out,
+                "| verdict | **{}**: {} miner, {} suspicious, {} notice among {} processes |",
+                report.verdict, c.miner, c.suspicious, c.notice, report.processes_judged
+            )?;
+        }
         writeln!(
             out,
             "| host | {}, kernel {}, {} CPUs, booted {} |",
@@ -171,12 +184,16 @@ impl Render for Markdown {
             host.cpus,
             md(&host.boot_time)
         )?;
-        writeln!(
-            out,
-            "| scan | started {}, {:.1} s window, scope: {scope} |",
-            md(&report.started_at),
-            report.window_secs
-        )?;
+        if sweep_only {
+            writeln!(out, "| sweep | started {} |", md(&report.started_at))?;
+        } else {
+            writeln!(
+                out,
+                "| scan | started {}, {:.1} s window, scope: {scope} |",
+                md(&report.started_at),
+                report.window_secs
+            )?;
+        }
         writeln!(
             out,
             "| coverage | {} processes, {} inaccessible, {} vanished, {} read errors |",
@@ -235,6 +252,89 @@ impl Render for Markdown {
             writeln!(out)?;
         }
 
+        if let Some(sw) = &report.sweep {
+            writeln!(out, "## Files\n")?;
+            let skipped: u64 = sw.skipped.values().sum();
+            writeln!(
+                out,
+                "Swept {} ({} files read, {:.1} MiB, at most {} bytes of each; {} not read or read in part).\n",
+                sw.roots
+                    .iter()
+                    .map(|r| md(r))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                sw.files_read,
+                sw.bytes_read as f64 / (1024.0 * 1024.0),
+                sw.max_file_size,
+                skipped
+            )?;
+            if report.file_findings.is_empty() {
+                writeln!(out, "No file at `notice` or above.\n")?;
+            } else {
+                writeln!(
+                    out,
+                    "| level | score | file | size | modified | uid | mode | SHA-256 | launched by |\n|---|---|---|---|---|---|---|---|---|"
+                )?;
+                for f in &report.file_findings {
+                    writeln!(
+                        out,
+                        "| **{}** | {} | {} | {}{} | {} | {} | {:04o} | `{}` | {} |",
+                        f.level,
+                        f.score,
+                        md(&f.file.path),
+                        f.file.size,
+                        if f.file.truncated {
+                            " (read in part)"
+                        } else {
+                            ""
+                        },
+                        md(&f.file.mtime),
+                        f.file.uid,
+                        f.file.mode,
+                        f.file.sha256,
+                        f.launched_by
+                            .iter()
+                            .map(|l| md(l))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )?;
+                }
+                writeln!(out)?;
+                for f in &report.file_findings {
+                    writeln!(
+                        out,
+                        "### {}: {} (score {})\n",
+                        md(&f.file.path),
+                        f.level,
+                        f.score
+                    )?;
+                    writeln!(
+                        out,
+                        "| signal | strength | kind | weight | evidence |\n|---|---|---|---|---|"
+                    )?;
+                    for s in &f.signals {
+                        writeln!(
+                            out,
+                            "| `{}` | {} | {} | +{} | {} |",
+                            s.id.replace('`', "'"),
+                            strength(s.strength),
+                            kind(s.kind),
+                            s.weight,
+                            md(&s.evidence)
+                        )?;
+                    }
+                    writeln!(out)?;
+                }
+            }
+            if !sw.skipped.is_empty() {
+                writeln!(out, "| not read | files |\n|---|---|")?;
+                for (reason, n) in &sw.skipped {
+                    writeln!(out, "| {} | {n} |", md(reason))?;
+                }
+                writeln!(out)?;
+            }
+        }
+
         writeln!(out, "## Timeline (UTC)\n")?;
         let mut events: Vec<(Option<jiff::Timestamp>, String)> = Vec::new();
         events.push((host.boot_time.parse().ok(), "host booted".to_string()));
@@ -254,9 +354,19 @@ impl Render for Markdown {
                 ),
             ));
         }
+        for f in &report.file_findings {
+            events.push((
+                f.file.mtime.parse().ok(),
+                format!("{} last modified (now {})", md(&f.file.path), f.level),
+            ));
+        }
         events.push((
             report.started_at.parse().ok(),
-            format!("scan started ({:.1} s window)", report.window_secs),
+            if report.sweep.is_some() && report.processes_judged == 0 {
+                "sweep started".to_string()
+            } else {
+                format!("scan started ({:.1} s window)", report.window_secs)
+            },
         ));
         // Unknown times first; equal ones keep the order above.
         events.sort_by_key(|(t, _)| *t);

@@ -80,6 +80,12 @@ pub struct Summary<'a> {
     pub processes_judged: usize,
     pub scope: &'a [i32],
     pub coverage: &'a crate::snapshot::Coverage,
+    /// Files at each level, when a sweep ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_counts: Option<Counts>,
+    /// What the sweep read and skipped, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<&'a crate::judge::files::SweepCoverage>,
 }
 
 /// `--format ecs`: one Elastic Common Schema document per line, the same
@@ -100,6 +106,9 @@ impl Render for Ecs {
         for h in &report.host_findings {
             line(&event::Event::host_alert(h, time, host))?;
         }
+        for f in &report.file_findings {
+            line(&event::Event::swept_file(f, time, host))?;
+        }
         line(&event::Event::scan_summary(&summary(report)))
     }
 }
@@ -114,6 +123,15 @@ fn summary(report: &Report) -> Summary<'_> {
         processes_judged: report.processes_judged,
         scope: &report.scope,
         coverage: &report.coverage,
+        file_counts: report.sweep.as_ref().map(|_| {
+            let n = |l: Level| report.file_findings.iter().filter(|f| f.level == l).count();
+            Counts {
+                miner: n(Level::Miner),
+                suspicious: n(Level::Suspicious),
+                notice: n(Level::Notice),
+            }
+        }),
+        sweep: report.sweep.as_ref(),
     }
 }
 
@@ -133,6 +151,9 @@ impl Render for Ndjson {
         }
         for h in &report.host_findings {
             line::<HostFinding>(out, "host_finding", &report.schema, h)?;
+        }
+        for f in &report.file_findings {
+            line(out, "file_finding", &report.schema, f)?;
         }
         line(out, "summary", &report.schema, &summary(report))
     }

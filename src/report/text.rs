@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::{Counts, Render};
+use crate::judge::files::FileFinding;
 use crate::judge::{Finding, Kind, Level, Report};
 
 /// `--format text`.
@@ -102,6 +103,44 @@ impl Text {
     }
 }
 
+impl Text {
+    fn file(&self, f: &FileFinding, out: &mut dyn Write) -> io::Result<()> {
+        let level = format!("{:<10}", f.level.as_str().to_uppercase());
+        writeln!(
+            out,
+            "{} {:>5}  {}",
+            self.paint(f.level, &level),
+            f.score,
+            clean(&f.file.path)
+        )?;
+        let indent = "      ";
+        writeln!(
+            out,
+            "{indent}file     {} bytes{}, modified {}, uid {}, mode {:04o}",
+            f.file.size,
+            if f.file.truncated {
+                " (read in part)"
+            } else {
+                ""
+            },
+            clean(&f.file.mtime),
+            f.file.uid,
+            f.file.mode
+        )?;
+        writeln!(out, "{indent}sha256   {}", f.file.sha256)?;
+        for s in &f.signals {
+            writeln!(
+                out,
+                "{indent}+{:<3} {:<24} {}",
+                s.weight,
+                s.id,
+                clean(&s.evidence)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Makes text from the host safe for a terminal: control characters
 /// (newlines, ANSI escapes) in a command line or file name could otherwise
 /// forge lines of the report or drive the terminal. They are shown escaped.
@@ -142,6 +181,13 @@ impl Render for Text {
                 writeln!(out)?;
             }
         }
+        if !report.file_findings.is_empty() {
+            writeln!(out, "LEVEL      SCORE  FILE / EVIDENCE")?;
+            for f in &report.file_findings {
+                self.file(f, out)?;
+                writeln!(out)?;
+            }
+        }
         for h in &report.host_findings {
             writeln!(
                 out,
@@ -159,17 +205,51 @@ impl Render for Text {
             let pids: Vec<String> = report.scope.iter().map(i32::to_string).collect();
             format!(" (scope: --pid {} and descendants)", pids.join(", "))
         };
-        writeln!(
-            out,
-            "verdict: {}  ({} miner, {} suspicious, {} notice among {} processes on {}, {:.1} s window){scope}",
-            self.paint(report.verdict, report.verdict.as_str()),
-            c.miner,
-            c.suspicious,
-            c.notice,
-            report.processes_judged,
-            clean(&report.host.hostname),
-            report.window_secs,
-        )?;
+        if report.sweep.is_some() && report.processes_judged == 0 {
+            let n = |l: Level| report.file_findings.iter().filter(|f| f.level == l).count();
+            writeln!(
+                out,
+                "verdict: {}  ({} miner, {} suspicious, {} notice among the files swept on {})",
+                self.paint(report.verdict, report.verdict.as_str()),
+                n(Level::Miner),
+                n(Level::Suspicious),
+                n(Level::Notice),
+                clean(&report.host.hostname),
+            )?;
+        } else {
+            writeln!(
+                out,
+                "verdict: {}  ({} miner, {} suspicious, {} notice among {} processes on {}, {:.1} s window){scope}",
+                self.paint(report.verdict, report.verdict.as_str()),
+                c.miner,
+                c.suspicious,
+                c.notice,
+                report.processes_judged,
+                clean(&report.host.hostname),
+                report.window_secs,
+            )?;
+        }
+        if let Some(sw) = &report.sweep {
+            let skipped: u64 = sw.skipped.values().sum();
+            let reasons: Vec<String> = sw
+                .skipped
+                .iter()
+                .map(|(r, n)| format!("{n} {}", clean(r)))
+                .collect();
+            writeln!(
+                out,
+                "sweep: {} files read ({:.1} MiB) in {} roots; {} not read{}",
+                sw.files_read,
+                sw.bytes_read as f64 / (1024.0 * 1024.0),
+                sw.roots.len(),
+                skipped,
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", reasons.join(", "))
+                }
+            )?;
+        }
         writeln!(
             out,
             "coverage: {} processes, {} inaccessible, {} vanished, {} read errors",

@@ -10,6 +10,7 @@
 mod host;
 mod memscan;
 mod rounding;
+mod sweep;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ pub use host::{
 };
 pub use memscan::{MemoryMatch, MemoryScan};
 pub use rounding::{FpuFacts, RAN_NS, ThreadFpu};
+pub use sweep::{FileMeta, SweepFacts, SweepSkip, SweptFile};
 
 const MIB: u64 = 1024 * 1024;
 /// A RandomX dataset (2080 MiB), alone or merged by the kernel with the
@@ -67,6 +69,9 @@ pub struct HostSnapshot {
     /// with the rules: (path, binary id).
     #[serde(default)]
     pub preload_binaries: Vec<PreloadBinary>,
+    /// Files on disk, when a sweep ran (`minerwatch sweep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepFacts>,
 }
 
 /// A preloaded library and its scan.
@@ -288,7 +293,7 @@ pub struct BinaryFacts {
 }
 
 /// One matching rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleMatch {
     /// The rule's name.
     pub rule: String,

@@ -23,6 +23,7 @@ mod host;
 mod host_checks;
 mod miners;
 mod outputs;
+mod sweep;
 
 use std::process::{Command, Output};
 

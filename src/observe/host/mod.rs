@@ -75,6 +75,19 @@ pub use pids::*;
 use self_view::*;
 use tuning::*;
 
+/// Only the persistence entries and ld.so.preload under `root`: what a file
+/// sweep needs to know which files are launched (no /proc, no pid probes).
+pub fn observe_launchers(root: &Path) -> (HostFacts, Vec<(String, String)>) {
+    let mut gaps = Unread::default();
+    let root_tree = Tree::open(root, &mut gaps);
+    let facts = HostFacts {
+        ld_so_preload: read_ld_so_preload(&root_tree, &mut gaps),
+        persistence: scan_persistence(&root_tree, &mut gaps),
+        ..HostFacts::default()
+    };
+    (facts, gaps.0)
+}
+
 /// Everything above. `root` is the filesystem root to read /etc etc. from
 /// ("/" normally, a fixture dir in tests); `proc_root` is /proc; sysfs is read
 /// from `root`/sys. `/proc/self/{maps,mountinfo,exe}` always come from the real

@@ -1,0 +1,249 @@
+//! `minerwatch sweep` on trees the tests plant: a dormant librandomx worker
+//! with its XMRig config and the cron line that starts it at boot, and a
+//! hostile tree (FIFO, socket, device node, symlink loops, a symlink to
+//! /dev/zero, a sparse 10 GiB file, 1,000 nested directories, 100,000
+//! files).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support;
+use crate::{BIN, json_out};
+
+/// Plants `var/tmp/.x/kworker` (the librandomx worker, dormant) and its
+/// `config.json` (XMRig-style, a TLS pool and a wallet) under `root`.
+fn plant_dormant_miner(root: &Path) -> String {
+    let dir = root.join("var/tmp/.x");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(support::rxworker_bin(), dir.join("kworker")).expect("copy worker");
+    let config = Command::new(support::rxworker_bin())
+        .args([
+            "--print-config",
+            "pool.example.net:443",
+            "-",
+            support::WALLET,
+        ])
+        .output()
+        .expect("rxworker --print-config");
+    assert!(config.status.success());
+    std::fs::write(dir.join("config.json"), &config.stdout).expect("write config");
+    let sha = Command::new("sha256sum")
+        .arg(dir.join("kworker"))
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .expect("hash")
+        .to_string()
+}
+
+fn sweep(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("sweep")
+        .args(args)
+        .output()
+        .expect("minerwatch sweep runs")
+}
+
+fn level_of<'a>(report: &'a serde_json::Value, host_path: &str) -> &'a serde_json::Value {
+    report["file_findings"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["host_path"] == host_path))
+        .map(|f| &f["level"])
+        .unwrap_or_else(|| panic!("no file finding for {host_path}: {report:#}"))
+}
+
+#[test]
+fn a_dormant_miner_started_by_cron_is_miner_and_without_the_cron_line_suspicious() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let sha = plant_dormant_miner(root);
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    let r = root.to_str().expect("utf-8 path");
+
+    // No cron line: the config is a miner config on disk, the worker only
+    // calls the RandomX library (as a Monero node would).
+    let out = sweep(&["--root", r, "--format", "json"]);
+    let rep = json_out(&out, 1);
+    assert_eq!(rep["verdict"], "suspicious", "{rep:#}");
+    assert_eq!(level_of(&rep, "/var/tmp/.x/config.json"), "suspicious");
+    assert_eq!(level_of(&rep, "/var/tmp/.x/kworker"), "notice");
+
+    // Started at boot by cron: both are the miner, linked to the line.
+    std::fs::write(
+        root.join("etc/crontab"),
+        "SHELL=/bin/sh\n@reboot root /var/tmp/.x/kworker -B >/dev/null 2>&1\n",
+    )
+    .expect("crontab");
+    let out = sweep(&["--root", r, "--format", "json"]);
+    let rep = json_out(&out, 1);
+    assert_eq!(rep["verdict"], "miner", "{rep:#}");
+    for p in ["/var/tmp/.x/config.json", "/var/tmp/.x/kworker"] {
+        assert_eq!(level_of(&rep, p), "miner", "{p}: {rep:#}");
+    }
+    let worker = rep["file_findings"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["host_path"] == "/var/tmp/.x/kworker"))
+        .expect("worker finding");
+    assert_eq!(worker["sha256"], sha.as_str());
+    assert_eq!(worker["mode"], 0o755);
+    let by = worker["launched_by"][0].as_str().expect("launched_by");
+    assert!(
+        by.contains("etc/crontab:2") && by.contains("@reboot"),
+        "{by}"
+    );
+    // A persistence entry and a default root: found without naming a path.
+    assert!(
+        rep["sweep"]["roots"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.ends_with("var/tmp")))),
+        "{rep:#}"
+    );
+
+    // A known-bad hash list names the worker: suspicious on its own.
+    std::fs::remove_file(root.join("etc/crontab")).expect("rm crontab");
+    std::fs::remove_file(root.join("var/tmp/.x/config.json")).expect("rm config");
+    let hashes = root.join("bad.sha256");
+    std::fs::write(
+        &hashes,
+        format!("# from the last case\n{sha}  kworker dropper\n"),
+    )
+    .expect("hashes");
+    let out = sweep(&[
+        "--root",
+        r,
+        "--hashes",
+        hashes.to_str().expect("utf-8"),
+        "--format",
+        "json",
+    ]);
+    let rep = json_out(&out, 1);
+    assert_eq!(
+        level_of(&rep, "/var/tmp/.x/kworker"),
+        "suspicious",
+        "{rep:#}"
+    );
+
+    // Bad input: exit 2, the problem named.
+    std::fs::write(&hashes, "not-a-hash\n").expect("hashes");
+    let out = sweep(&["--root", r, "--hashes", hashes.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1") && err.contains("not-a-hash"),
+        "{err}"
+    );
+    let out = sweep(&[&format!("{r}/no/such/dir")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn a_hostile_tree_is_swept_to_the_end_with_every_skip_counted() {
+    let _heavy = support::heavy_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let mk = |kind: rustix::fs::FileType, name: &str, dev: u64| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.join(name),
+            kind,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            dev,
+        )
+        .unwrap_or_else(|e| panic!("mknod {name}: {e}"));
+    };
+    mk(rustix::fs::FileType::Fifo, "fifo", 0);
+    // A character device like /dev/null (1, 3): needs root, as the tests run.
+    mk(
+        rustix::fs::FileType::CharacterDevice,
+        "null",
+        rustix::fs::makedev(1, 3),
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(t.join("sock")).expect("socket");
+    std::os::unix::fs::symlink("loop-b", t.join("loop-a")).expect("symlink");
+    std::os::unix::fs::symlink("loop-a", t.join("loop-b")).expect("symlink");
+    std::os::unix::fs::symlink(".", t.join("self")).expect("symlink");
+    std::os::unix::fs::symlink("/dev/zero", t.join("zero")).expect("symlink");
+    std::fs::File::create(t.join("sparse"))
+        .and_then(|f| f.set_len(10 << 30))
+        .expect("sparse 10 GiB");
+    // 1,000 nested directories with a miner config at the bottom.
+    let mut deep = t.join("deep");
+    for i in 0..1000 {
+        deep.push(format!("{}", i % 10));
+    }
+    std::fs::create_dir_all(&deep).expect("deep tree");
+    std::fs::write(
+        deep.join("config.json"),
+        r#"{"donate-level": 1, "randomx": {"mode": "auto"}, "pools": [{"url": "pool.example.net:3333", "user": "4Wallet"}]}"#,
+    )
+    .expect("deep config");
+    // 100,000 small files in 100 directories.
+    for d in 0..100 {
+        let dir = t.join(format!("many/{d}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..1000 {
+            std::fs::write(dir.join(format!("{f}.txt")), b"log line\n").expect("small file");
+        }
+    }
+
+    let out = Command::new("timeout")
+        .args(["300", "/usr/bin/time", "-f", "maxrss_kib=%M", BIN, "sweep"])
+        .arg(t)
+        .args([
+            "--max-file-size",
+            "16M",
+            "--threads",
+            "2",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("minerwatch sweep runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rep = json_out(&out, 1);
+    let sw = &rep["sweep"];
+    let skipped = |reason: &str| -> u64 {
+        sw["skipped"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.contains(reason))
+                    .filter_map(|(_, v)| v.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(skipped("fifo"), 1, "{sw:#}");
+    assert_eq!(skipped("socket"), 1, "{sw:#}");
+    assert_eq!(skipped("character device"), 1, "{sw:#}");
+    assert_eq!(skipped("symlink (not followed)"), 4, "{sw:#}");
+    assert_eq!(skipped("larger than --max-file-size"), 1, "{sw:#}");
+    // Every regular file read: the sparse one (16 MiB of it), the deep
+    // config, the 100,000 small ones.
+    assert_eq!(sw["files_read"], 100_002, "{sw:#}");
+    assert!(
+        sw["bytes_read"].as_u64().is_some_and(|b| b < (17 << 20)),
+        "{sw:#}"
+    );
+    let deep_found = rep["file_findings"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|f| {
+                f["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("config.json"))
+            })
+        })
+        .expect("the config 1,000 levels down");
+    assert_eq!(deep_found["level"], "suspicious");
+    // Memory stays bounded: two readers of at most 16 MiB each and the rules.
+    let maxrss: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss in stderr: {stderr}"));
+    assert!(maxrss < 300 * 1024, "peak RSS {maxrss} KiB");
+}
