@@ -142,7 +142,25 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
     let rules = load_rules(settings.rules_dir.as_deref())?;
     let save = args.save.as_deref().map(PendingFile::create).transpose()?;
     minerwatch::sys::raise_fd_limit();
-    let snapshot = observe::observe(&settings.observe, &rules)?;
+    let mut snapshot = observe::observe(&settings.observe, &rules)?;
+    if args.sweep {
+        let h = &snapshot.host_facts;
+        let opts = observe::sweep::SweepOptions {
+            roots: observe::sweep::default_roots(
+                &args.root,
+                &h.persistence,
+                h.ld_so_preload.as_ref(),
+            ),
+            root: args.root.clone(),
+            max_file_size: observe::sweep::DEFAULT_MAX_FILE_SIZE,
+            cross_fs: false,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hashes: Default::default(),
+            cpu_limit: None,
+            progress: false,
+        };
+        snapshot.sweep = Some(observe::sweep::sweep(&opts, &rules));
+    }
     if let Some(save) = save {
         let json = serde_json::to_vec_pretty(&snapshot).context("serializing the snapshot")?;
         save.commit(&json)?;
@@ -172,6 +190,11 @@ fn parse_size(s: &str) -> Result<u64> {
 
 fn sweep(args: SweepArgs) -> Result<Outcome> {
     let max_file_size = parse_size(&args.max_file_size)?;
+    if let Some(pct) = args.cpu_limit
+        && !(1..=10_000).contains(&pct)
+    {
+        bail!("--cpu-limit {pct}: give a percentage of one core from 1 (100 = a whole core)");
+    }
     let threads = match args.threads {
         Some(0) => bail!("--threads 0: give at least 1"),
         Some(n) => n,
@@ -214,6 +237,8 @@ fn sweep(args: SweepArgs) -> Result<Outcome> {
         cross_fs: args.cross_fs,
         threads,
         hashes,
+        cpu_limit: args.cpu_limit,
+        progress: io::stdout().is_terminal() && io::stderr().is_terminal(),
     };
     let snapshot = observe::sweep::observe_sweep(&opts, &rules);
     if let Some(save) = save {

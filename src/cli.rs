@@ -160,6 +160,11 @@ pub struct ScanArgs {
     /// Where procfs is mounted (the host's /proc when run in a container).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,
+    /// Also sweep the files on disk (as `minerwatch sweep` without paths,
+    /// under --root) into the same report: files are linked to the
+    /// processes that run them.
+    #[arg(long)]
+    pub sweep: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -190,6 +195,10 @@ pub struct SweepArgs {
     /// Reading threads [default: the number of CPUs].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Keep the sweep under PERCENT of one core on average (for shared
+    /// production hosts), e.g. 25.
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_limit: Option<u32>,
     /// Write the observed snapshot to FILE (JSON, mode 0600) for `analyze`.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Level;
 use super::signals::{Kind, Signal, Strength};
-use crate::snapshot::{FileMeta, PersistenceEntry, SweepFacts, SweepSkip, SweptFile};
+use crate::snapshot::{FileMeta, PersistenceEntry, ProcessFacts, SweepFacts, SweepSkip, SweptFile};
 
 /// What a sweep read and skipped: its coverage, in the report.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -185,8 +185,33 @@ fn file_signals(f: &SweptFile) -> Vec<Signal> {
     out
 }
 
-/// Judges every swept file against the persistence entries of the host.
-pub fn findings(files: &[SweptFile], entries: &[PersistenceEntry]) -> Vec<FileFinding> {
+/// The processes of the same snapshot whose executable is the file `f`, or,
+/// for a config, whose executable or working directory is its directory.
+///
+/// Executables are as this host's /proc names them, so they are compared
+/// with the path as swept (`--root` prefixed), not as the swept host names it.
+fn runners(f: &SweptFile, processes: &[ProcessFacts]) -> Vec<String> {
+    let dir = dir_of(&f.meta.path);
+    processes
+        .iter()
+        .filter(|p| {
+            let exe = p.exe.as_deref().map(|e| e.trim_end_matches(" (deleted)"));
+            exe == Some(f.meta.path.as_str())
+                || (f.miner_config.is_some()
+                    && !dir.is_empty()
+                    && (exe.map(dir_of) == Some(dir) || p.cwd.as_deref() == Some(dir)))
+        })
+        .map(|p| format!("running process {} {}", p.pid, p.comm))
+        .collect()
+}
+
+/// Judges every swept file against the persistence entries of the host and
+/// the processes observed with it (`scan --sweep`).
+pub fn findings(
+    files: &[SweptFile],
+    entries: &[PersistenceEntry],
+    processes: &[ProcessFacts],
+) -> Vec<FileFinding> {
     // Directories of launched programs that hold a miner config: a RandomX
     // engine launched from there is that miner.
     let config_dirs: Vec<&str> = files
@@ -209,15 +234,18 @@ pub fn findings(files: &[SweptFile], entries: &[PersistenceEntry]) -> Vec<FileFi
                     }
                 }
             }
+            let running = runners(f, processes);
+            let mut launched_by: Vec<String> = linked.iter().map(|e| describe(e)).collect();
+            launched_by.extend(running);
             let intent = signals.iter().any(|s| s.kind == Kind::Intent);
             let config_beside = config_dirs.contains(&dir_of(&f.meta.host_path));
-            let level = match (intent, linked.is_empty(), config_beside) {
+            let level = match (intent, launched_by.is_empty(), config_beside) {
                 (true, false, _) => Level::Miner,
                 (true, true, _) => Level::Suspicious,
                 (false, false, true) => Level::Miner,
                 _ => Level::Notice,
             };
-            if !linked.is_empty() {
+            if !launched_by.is_empty() {
                 let beside_note = if !intent && config_beside {
                     " with a miner config beside it"
                 } else {
@@ -227,14 +255,7 @@ pub fn findings(files: &[SweptFile], entries: &[PersistenceEntry]) -> Vec<FileFi
                     "file.launched",
                     Strength::Strong,
                     Kind::Activity,
-                    format!(
-                        "launched{beside_note} by {}",
-                        linked
-                            .iter()
-                            .map(|e| describe(e))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ),
+                    format!("launched{beside_note} by {}", launched_by.join("; ")),
                 ));
             }
             let total: u32 = signals.iter().map(|s| s.weight).sum::<u32>().min(100);
@@ -248,7 +269,7 @@ pub fn findings(files: &[SweptFile], entries: &[PersistenceEntry]) -> Vec<FileFi
                 level,
                 score,
                 signals,
-                launched_by: linked.iter().map(|e| describe(e)).collect(),
+                launched_by,
             })
         })
         .collect();
@@ -317,13 +338,13 @@ mod tests {
             config("/var/tmp/.x/config.json"),
             engine("/var/tmp/.x/kworker"),
         ];
-        let with = findings(&files, &[cron("/var/tmp/.x/kworker")]);
+        let with = findings(&files, &[cron("/var/tmp/.x/kworker")], &[]);
         assert!(with.iter().all(|f| f.level == Level::Miner), "{with:#?}");
         assert!(
             with.iter()
                 .all(|f| f.launched_by[0].contains("/fx/etc/crontab:3"))
         );
-        let without = findings(&files, &[]);
+        let without = findings(&files, &[], &[]);
         let level = |p: &str| {
             without
                 .iter()
@@ -337,13 +358,30 @@ mod tests {
     #[test]
     fn a_launched_randomx_engine_alone_is_a_notice() {
         // A Monero node started by its systemd unit.
-        let f = findings(&[engine("/usr/bin/monerod")], &[cron("/usr/bin/monerod")]);
+        let f = findings(
+            &[engine("/usr/bin/monerod")],
+            &[cron("/usr/bin/monerod")],
+            &[],
+        );
         assert_eq!(f[0].level, Level::Notice, "{f:#?}");
         assert!(f[0].signals.iter().any(|s| s.id == "file.launched"));
     }
 
     #[test]
+    fn a_miner_config_beside_a_running_process_is_miner() {
+        let p = ProcessFacts {
+            pid: 4242,
+            comm: "kworker".into(),
+            exe: Some("/fx/var/tmp/.x/kworker (deleted)".into()),
+            ..ProcessFacts::default()
+        };
+        let f = findings(&[config("/var/tmp/.x/config.json")], &[], &[p]);
+        assert_eq!(f[0].level, Level::Miner, "{f:#?}");
+        assert_eq!(f[0].launched_by, ["running process 4242 kworker"]);
+    }
+
+    #[test]
     fn files_that_match_nothing_are_not_findings() {
-        assert!(findings(&[file("/tmp/a")], &[cron("/tmp/a")]).is_empty());
+        assert!(findings(&[file("/tmp/a")], &[cron("/tmp/a")], &[]).is_empty());
     }
 }

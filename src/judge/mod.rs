@@ -195,7 +195,13 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
     let file_findings = snapshot
         .sweep
         .as_ref()
-        .map(|s| files::findings(&s.files, &snapshot.host_facts.persistence))
+        .map(|s| {
+            files::findings(
+                &s.files,
+                &snapshot.host_facts.persistence,
+                &snapshot.processes,
+            )
+        })
         .unwrap_or_default();
     let verdict = findings
         .iter()

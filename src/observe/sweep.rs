@@ -28,6 +28,8 @@ use crate::safefs::tree::{DIR_FLAGS, FILE_FLAGS, fstat_fd, getdents, mode_kind, 
 use crate::signatures::{FileContext, Signatures};
 use crate::snapshot::{FileMeta, PersistenceEntry, PreloadFile, SweepFacts, SweepSkip, SweptFile};
 
+/// Bytes read per file unless `--max-file-size` says otherwise (64 MiB).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
 /// Directory levels below a root that are walked.
 pub const MAX_DEPTH: usize = 4096;
 /// Entries taken from one directory.
@@ -75,6 +77,78 @@ pub struct SweepOptions {
     pub threads: usize,
     /// Known-bad SHA-256 (lowercase hex) → the comment of its line.
     pub hashes: HashMap<String, String>,
+    /// Keep the whole process under this percentage of one core, on
+    /// average since the sweep started (`--cpu-limit`); `None`: no limit.
+    pub cpu_limit: Option<u32>,
+    /// Draw a progress line on stderr (files, bytes, rate, the directory
+    /// being walked): only when stdout and stderr are terminals.
+    pub progress: bool,
+}
+
+/// The progress line: files read and their rate, bytes, where the walk is.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new(on: bool) -> Option<Progress> {
+        on.then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {human_pos} files, {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(250));
+            Progress {
+                bar,
+                bytes: Default::default(),
+            }
+        })
+    }
+
+    fn file(&self, bytes: u64) {
+        self.bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.bar.inc(1);
+    }
+
+    fn dir(&self, path: &str) {
+        let mib = self.bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1048576.0;
+        let shown: String = path
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(100)
+            .collect();
+        let secs = self.bar.elapsed().as_secs_f64().max(0.001);
+        let rate = self.bar.position() as f64 / secs;
+        self.bar
+            .set_message(format!("{mib:.1} MiB, {rate:.0} files/s, in {shown}"));
+    }
+}
+
+/// Holds the process to `limit` % of one core on average: after each file a
+/// reader sleeps until the process's CPU time (getrusage, every thread and
+/// the rule compilation before the start included) is within the budget of
+/// the wall time since `start`.
+struct CpuLimit {
+    limit: f64,
+    start: std::time::Instant,
+}
+
+impl CpuLimit {
+    fn pace(&self) {
+        let used = crate::sys::self_cpu_time().as_secs_f64();
+        let wall = self.start.elapsed().as_secs_f64();
+        let due = used / self.limit - wall;
+        if due > 0.0 {
+            std::thread::sleep(std::time::Duration::from_secs_f64(due.min(5.0)));
+        }
+    }
 }
 
 /// The default roots under `root`: [`DEFAULT_DIRS`], the hidden entries of
@@ -250,9 +324,14 @@ pub fn sweep(opts: &SweepOptions, sigs: &Signatures) -> SweepFacts {
     let tally = Mutex::new(Tally::default());
     let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
     let rx = Mutex::new(rx);
+    let progress = Progress::new(opts.progress);
+    let limit = opts.cpu_limit.map(|pct| CpuLimit {
+        limit: f64::from(pct.max(1)) / 100.0,
+        start: std::time::Instant::now(),
+    });
     std::thread::scope(|scope| {
         for _ in 0..opts.threads.max(1) {
-            let (rx, tally) = (&rx, &tally);
+            let (rx, tally, limit, progress) = (&rx, &tally, &limit, &progress);
             scope.spawn(move || {
                 let mut scanner = sigs.scanner();
                 loop {
@@ -260,15 +339,21 @@ pub fn sweep(opts: &SweepOptions, sigs: &Signatures) -> SweepFacts {
                         Ok(j) => j,
                         Err(_) => return,
                     };
-                    read_one(&job, opts, &mut scanner, tally);
+                    read_one(&job, opts, &mut scanner, tally, progress.as_ref());
+                    if let Some(l) = limit {
+                        l.pace();
+                    }
                 }
             });
         }
         for root in &opts.roots {
-            walk_root(root, opts, &tx, &tally);
+            walk_root(root, opts, &tx, &tally, progress.as_ref());
         }
         drop(tx);
     });
+    if let Some(p) = progress {
+        p.bar.finish_and_clear();
+    }
     let mut t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     t.found.sort_by(|a, b| a.meta.path.cmp(&b.meta.path));
     SweepFacts {
@@ -285,7 +370,13 @@ pub fn sweep(opts: &SweepOptions, sigs: &Signatures) -> SweepFacts {
 
 /// Walks one root (a directory or a single file), feeding regular files to
 /// the workers.
-fn walk_root(root: &Path, opts: &SweepOptions, tx: &mpsc::SyncSender<Job>, tally: &Mutex<Tally>) {
+fn walk_root(
+    root: &Path,
+    opts: &SweepOptions,
+    tx: &mpsc::SyncSender<Job>,
+    tally: &Mutex<Tally>,
+    progress: Option<&Progress>,
+) {
     let shown = root.display().to_string();
     let (parent, name) = match (root.parent(), root.file_name()) {
         (Some(p), Some(n)) => (p, n.as_encoded_bytes().to_vec()),
@@ -334,6 +425,9 @@ fn walk_root(root: &Path, opts: &SweepOptions, tx: &mpsc::SyncSender<Job>, tally
             }
         };
         drop(parent);
+        if let Some(p) = progress {
+            p.dir(&path);
+        }
         list_dir(Arc::new(dir), &path, depth, dev, opts, tx, tally, &mut todo);
     }
 }
@@ -427,6 +521,7 @@ fn read_one(
     opts: &SweepOptions,
     scanner: &mut crate::signatures::FileScanner<'_>,
     tally: &Mutex<Tally>,
+    progress: Option<&Progress>,
 ) {
     let fd = match open_at(&job.dir, &job.name, FILE_FLAGS.union(OFlags::NOATIME)) {
         Ok(fd) => fd,
@@ -490,6 +585,9 @@ fn read_one(
         .then(|| super::miner_config::parse(&host, &data))
         .flatten();
     let randomx_api = links_randomx(&data);
+    if let Some(p) = progress {
+        p.file(data.len() as u64);
+    }
     let mut t = lock(tally);
     t.files_read += 1;
     t.bytes_read += data.len() as u64;

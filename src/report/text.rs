@@ -236,9 +236,13 @@ impl Render for Text {
                 .iter()
                 .map(|(r, n)| format!("{n} {}", clean(r)))
                 .collect();
+            let n = |l: Level| report.file_findings.iter().filter(|f| f.level == l).count();
             writeln!(
                 out,
-                "sweep: {} files read ({:.1} MiB) in {} roots; {} not read{}",
+                "sweep: {} miner, {} suspicious, {} notice among {} files read ({:.1} MiB) in {} roots; {} not read or read in part{}",
+                n(Level::Miner),
+                n(Level::Suspicious),
+                n(Level::Notice),
                 sw.files_read,
                 sw.bytes_read as f64 / (1024.0 * 1024.0),
                 sw.roots.len(),

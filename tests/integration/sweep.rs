@@ -247,3 +247,102 @@ fn a_hostile_tree_is_swept_to_the_end_with_every_skip_counted() {
         .unwrap_or_else(|| panic!("no maxrss in stderr: {stderr}"));
     assert!(maxrss < 300 * 1024, "peak RSS {maxrss} KiB");
 }
+
+#[test]
+fn scan_sweep_links_a_running_worker_to_its_binary_and_config_on_disk() {
+    let _heavy = support::heavy_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    plant_dormant_miner(root);
+    let exe = root.join("var/tmp/.x/kworker");
+    let mut worker = support::Child::spawn({
+        let mut c = Command::new(&exe);
+        c.args(["--mode", "light", "--seconds", "30"]);
+        c
+    })
+    .expect("start the worker");
+    assert!(
+        worker.wait_for_line("hashing", std::time::Duration::from_secs(30)),
+        "{}",
+        worker.stderr_so_far()
+    );
+    let worker_pid = worker.pid();
+    let pid = worker_pid.to_string();
+    let out = Command::new(BIN)
+        .args(["scan", "--sweep", "--window", "1", "--pid", &pid, "--root"])
+        .arg(root)
+        .args(["--format", "json"])
+        .output()
+        .expect("minerwatch scan --sweep");
+    worker.kill();
+    let rep = json_out(&out, 1);
+    let files = rep["file_findings"].as_array().expect("file findings");
+    let exe = exe.to_str().expect("utf-8");
+    let bin = files
+        .iter()
+        .find(|f| f["path"] == exe)
+        .unwrap_or_else(|| panic!("no finding for {exe}: {rep:#}"));
+    assert_eq!(bin["level"], "miner", "{bin:#}");
+    assert_eq!(
+        bin["launched_by"][0],
+        format!("running process {pid} kworker").as_str(),
+        "{bin:#}"
+    );
+    let config = files
+        .iter()
+        .find(|f| f["host_path"] == "/var/tmp/.x/config.json")
+        .expect("config finding");
+    assert_eq!(config["level"], "miner", "{config:#}");
+    // The process itself is judged as in any scan.
+    assert!(
+        rep["findings"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f["pid"] == worker_pid && f["level"] == "miner")),
+        "{rep:#}"
+    );
+}
+
+#[test]
+fn cpu_limit_holds_the_sweep_to_its_share_of_a_core() {
+    let _heavy = support::heavy_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // 40 files of 512 KiB of random bytes to hash and match.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..40 {
+        let data: Vec<u8> = (0..512 * 1024)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        std::fs::write(tmp.path().join(format!("{i}.bin")), data).expect("write");
+    }
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "cpu_s=%U %S wall_s=%e", BIN, "sweep"])
+        .arg(tmp.path())
+        .args(["--cpu-limit", "50", "--threads", "2"])
+        .output()
+        .expect("minerwatch sweep");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("cpu_s="))
+        .unwrap_or_else(|| panic!("no time line: {stderr}"));
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (cpu, wall) = (nums[0] + nums[1], nums[2]);
+    assert!(cpu > 0.2, "it did work: {line}");
+    // At most half a core on average (what it spent before and after the
+    // sweep's last file, exiting and printing, is the slack).
+    assert!(cpu / wall <= 0.6, "{line}");
+}
