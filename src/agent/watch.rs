@@ -214,11 +214,7 @@ fn scan(
     if matches.is_empty() {
         return None;
     }
-    use sha2::{Digest, Sha256};
-    let sha256: String = Sha256::digest(&buf[..])
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = crate::safefs::sha256_hex(buf);
     let level = crate::judge::landed_file(&matches)?;
     let file = LandedFile {
         path: shown,

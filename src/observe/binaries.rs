@@ -87,14 +87,8 @@ impl<'r, 'c> BinaryCache<'r, 'c> {
         match files::read_capped(&mut file, files::MAX_BINARY_BYTES, &mut self.buf) {
             Err(e) => facts.error = Some(format!("read: {e}")),
             Ok(truncated) => {
-                use sha2::{Digest, Sha256};
                 facts.truncated = truncated;
-                facts.sha256 = Some(
-                    Sha256::digest(&self.buf)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect(),
-                );
+                facts.sha256 = Some(files::sha256_hex(&self.buf));
                 let scanner = self.scanner.get_or_insert_with(|| self.sigs.scanner());
                 match scanner.scan(&self.buf, &FileContext { path, owner }) {
                     Ok(m) => facts.matches = m,

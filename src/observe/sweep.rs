@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
 use rustix::fs::{FileType, OFlags};
-use sha2::{Digest, Sha256};
 
 use crate::safefs::tree::{DIR_FLAGS, FILE_FLAGS, fstat_fd, getdents, mode_kind, open_at};
 use crate::signatures::{FileContext, Signatures};
@@ -558,7 +557,7 @@ fn read_one(
     }
     let truncated = data.len() as u64 > cap;
     data.truncate(usize::try_from(cap).unwrap_or(usize::MAX));
-    let sha256 = hex(&Sha256::digest(&data));
+    let sha256 = crate::safefs::sha256_hex(&data);
     let host = host_path(&job.path, &opts.root);
     let owner = st.st_uid.to_string();
     let rules = scanner
@@ -633,10 +632,6 @@ static RANDOMX_API: std::sync::LazyLock<[regex::bytes::Regex; 2]> =
 /// An ELF program that names the RandomX API among its strings.
 fn links_randomx(data: &[u8]) -> bool {
     data.starts_with(b"\x7fELF") && RANDOMX_API.iter().all(|re| re.is_match(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

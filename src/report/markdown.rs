@@ -15,21 +15,12 @@ pub struct Markdown;
 /// Text from the host for a table cell or a line: control characters shown
 /// escaped (as in the text format), Markdown's own characters backslashed.
 fn md(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '~' | '&' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    super::escape(
+        s,
+        &[
+            '\\', '`', '*', '_', '[', ']', '<', '>', '|', '#', '!', '~', '&',
+        ],
+    )
 }
 
 fn strength(s: Strength) -> &'static str {

@@ -16,6 +16,29 @@ use crate::judge::{Finding, HostFinding, Level, Report};
 pub use markdown::Markdown;
 pub use text::Text;
 
+/// Makes text from the host safe to print: control characters (newlines,
+/// ANSI escapes) in a command line or file name could otherwise forge lines
+/// of a report or drive the terminal, so they are shown escaped (`\n`,
+/// `\x1b`); each character of `special` (a format's own syntax) is
+/// backslashed.
+fn escape(s: &str, special: &[char]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if special.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// An output format.
 pub trait Render {
     /// Writes the whole report to `out`.

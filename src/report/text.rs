@@ -141,21 +141,9 @@ impl Text {
     }
 }
 
-/// Makes text from the host safe for a terminal: control characters
-/// (newlines, ANSI escapes) in a command line or file name could otherwise
-/// forge lines of the report or drive the terminal. They are shown escaped.
+/// Text from the host for a terminal: control characters escaped.
 fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
+    super::escape(s, &[])
 }
 
 fn truncate(s: &str, n: usize) -> String {

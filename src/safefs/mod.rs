@@ -13,6 +13,16 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+/// The SHA-256 of bytes read, in lowercase hex: what reports, events and
+/// `--hashes` lists name a file's contents by.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Bytes of one executable or library read for scanning.
 pub const MAX_BINARY_BYTES: u64 = 48 * 1024 * 1024;
 /// Bytes of one configuration file read.
