@@ -3,19 +3,20 @@
 //! Exit codes (as clamscan): 0 nothing at or above `--fail-on`, 1 at least
 //! one finding at or above it, 2 the command itself failed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use minerwatch::cli::{
-    AnalyzeArgs, Cli, Command, ConfigCommand, Format, OutputArgs, RulesCommand, ScanArgs, SweepArgs,
+    ActionFormat, AnalyzeArgs, Cli, CollectArgs, Command, ConfigCommand, ContainArgs, Format,
+    JudgeArgs, OutputArgs, RulesCommand, ScanArgs, SweepArgs,
 };
 use minerwatch::judge::{self, Level, Report};
 use minerwatch::observe::{self, files};
 use minerwatch::report::{Ecs, Json, Markdown, Ndjson, Render, Text};
+use minerwatch::respond::{bundle, contain as containment};
 use minerwatch::settings::{ScanFlags, Settings};
 use minerwatch::signatures::Signatures;
 use minerwatch::snapshot::{HostSnapshot, SNAPSHOT_SCHEMA};
@@ -62,6 +63,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Scan(args) => scan(args),
         Command::Analyze(args) => analyze(args),
         Command::Sweep(args) => sweep(args),
+        Command::Collect(args) => collect(args),
+        Command::Contain(args) => contain(args),
         Command::Rules(RulesCommand::Check { dir }) => rules_check(dir.as_deref()),
         Command::Agent(args) => {
             let overrides = minerwatch::agent::Overrides {
@@ -170,7 +173,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
 }
 
 /// `64M` → 67108864: bytes with an optional K, M or G (binary) suffix.
-fn parse_size(s: &str) -> Result<u64> {
+fn parse_size(flag: &str, s: &str) -> Result<u64> {
     let t = s.trim();
     let (digits, mult) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
@@ -183,13 +186,11 @@ fn parse_size(s: &str) -> Result<u64> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            anyhow!("--max-file-size '{s}' is not a size: give bytes, or e.g. 64M or 1G")
-        })
+        .ok_or_else(|| anyhow!("{flag} '{s}' is not a size: give bytes, or e.g. 64M or 1G"))
 }
 
 fn sweep(args: SweepArgs) -> Result<Outcome> {
-    let max_file_size = parse_size(&args.max_file_size)?;
+    let max_file_size = parse_size("--max-file-size", &args.max_file_size)?;
     if let Some(pct) = args.cpu_limit
         && !(1..=10_000).contains(&pct)
     {
@@ -249,6 +250,238 @@ fn sweep(args: SweepArgs) -> Result<Outcome> {
     emit(&report, &args.output)
 }
 
+/// Scans `pids` (and their descendants) as `scan --pid` would, for the
+/// judgement `collect` and `contain` act on.
+fn judge_pids(
+    pids: &[String],
+    args: &JudgeArgs,
+) -> Result<(HostSnapshot, Report, bundle::CollectOptions)> {
+    let settings = Settings::scan(&ScanFlags {
+        window: &args.window,
+        pids,
+        rules: args.rules.as_deref(),
+        config: args.config.as_deref(),
+        no_memory: false,
+        no_ptrace: false,
+        root: &args.root,
+        proc_root: &args.proc_root,
+    })?;
+    let opts = bundle::CollectOptions {
+        proc_root: args.proc_root.clone(),
+        root: args.root.clone(),
+        max_member: parse_size("--max-member-size", &args.max_member_size)?,
+        max_total: parse_size("--max-bundle-size", &args.max_bundle_size)?,
+        ..bundle::CollectOptions::default()
+    };
+    let rules = load_rules(settings.rules_dir.as_deref())?;
+    minerwatch::sys::raise_fd_limit();
+    let snapshot = observe::observe(&settings.observe, &rules)?;
+    let report = judge::judge(&snapshot, &settings.policy);
+    Ok((snapshot, report, opts))
+}
+
+fn collect(args: CollectArgs) -> Result<Outcome> {
+    let pids: Vec<i32> = args
+        .pids
+        .iter()
+        .map(|p| {
+            p.parse::<i32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                anyhow!(
+                    "invalid --pid '{p}': give a process id, a positive number as `ps` shows it"
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    if fs::symlink_metadata(&args.out).is_ok() {
+        bail!(
+            "--out '{}' exists: a bundle is never written over a file; give a new name",
+            args.out.display()
+        );
+    }
+    let (snapshot, report, opts) = judge_pids(&args.pids, &args.judge)?;
+    // The scope as observed: each pid and its descendants.
+    let mut members: Vec<i32> = snapshot.processes.iter().map(|p| p.pid).collect();
+    members.sort_unstable();
+    for p in &pids {
+        if !members.contains(p) {
+            members.push(*p);
+        }
+    }
+    let manifest = bundle::collect(&snapshot, &report, &members, &[], &opts, &args.out)?;
+    let text = match args.format {
+        ActionFormat::Json => serde_json::to_string_pretty(&manifest)? + "\n",
+        ActionFormat::Text => {
+            let mut t = format!(
+                "bundle {}: {} members, {} bytes, verdict {}\n",
+                args.out.display(),
+                manifest.members.len() + 1,
+                manifest.total_bytes,
+                report.verdict
+            );
+            for p in &manifest.processes {
+                t.push_str(&format!(
+                    "  process {} ({}) exe {} sha256 {}\n",
+                    p.pid,
+                    minerwatch::report::escape_text(&p.comm),
+                    minerwatch::report::escape_text(p.exe.as_deref().unwrap_or("?")),
+                    p.exe_sha256.as_deref().unwrap_or("(not read)")
+                ));
+            }
+            for c in &manifest.capped {
+                t.push_str(&format!("  cap: {}\n", minerwatch::report::escape_text(c)));
+            }
+            for e in &manifest.errors {
+                t.push_str(&format!(
+                    "  not collected: {}\n",
+                    minerwatch::report::escape_text(e)
+                ));
+            }
+            t.push_str(&format!(
+                "judge it with: minerwatch analyze {}\n",
+                args.out.display()
+            ));
+            t
+        }
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(Outcome::Clean)
+}
+
+/// The pids of the `miner` findings of a JSON report.
+fn pids_of_report(path: &Path) -> Result<Vec<String>> {
+    let (bytes, _) = files::read_regular(path, MAX_SNAPSHOT_BYTES, true)
+        .with_context(|| format!("cannot read --report '{}'", path.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow!(
+            "--report '{}' is not JSON ({e}): give a report written by `minerwatch scan --format json`",
+            path.display()
+        )
+    })?;
+    let findings = value["findings"].as_array().ok_or_else(|| {
+        anyhow!(
+            "--report '{}' has no findings list: give a report written by `minerwatch scan --format json`",
+            path.display()
+        )
+    })?;
+    Ok(findings
+        .iter()
+        .filter(|f| f["level"] == "miner")
+        .filter_map(|f| f["pid"].as_i64())
+        .map(|p| p.to_string())
+        .collect())
+}
+
+fn contain(args: ContainArgs) -> Result<Outcome> {
+    let mut raw = args.pids.clone();
+    if let Some(r) = &args.report {
+        let from = pids_of_report(r)?;
+        if from.is_empty() {
+            bail!(
+                "--report '{}' has no finding rated miner: nothing to contain",
+                r.display()
+            );
+        }
+        raw.extend(from);
+    }
+    let parse = |p: &String, flag: &str| {
+        p.parse::<i32>()
+            .ok()
+            .filter(|n| *n > 0 || p == "1" || p == "0")
+            .ok_or_else(|| {
+                anyhow!("invalid {flag} '{p}': give a process id, a number as `ps` shows it")
+            })
+    };
+    let pids: Vec<i32> = raw.iter().map(|p| parse(p, "PID")).collect::<Result<_>>()?;
+    let force: Vec<i32> = args
+        .force
+        .iter()
+        .map(|p| parse(p, "--force"))
+        .collect::<Result<_>>()?;
+    containment::refuse(&args.judge.proc_root, &pids)?;
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => PathBuf::from(format!(
+            "minerwatch-evidence-{}-{}.tar.gz",
+            observe::host_name(&args.judge.root),
+            jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+        )),
+    };
+    if args.yes && fs::symlink_metadata(&out).is_ok() {
+        bail!(
+            "--out '{}' exists: a bundle is never written over a file; give a new name",
+            out.display()
+        );
+    }
+    let pid_strings: Vec<String> = pids.iter().map(i32::to_string).collect();
+    let (snapshot, report, collect) = judge_pids(&pid_strings, &args.judge)?;
+    let req = containment::Request {
+        pids,
+        force,
+        kill: args.kill,
+        quarantine: args.quarantine.then(|| args.quarantine_dir.clone()),
+        disable_persistence: args.disable_persistence,
+        out,
+        collect,
+    };
+    let plan = containment::plan(&snapshot, &report, &req)?;
+    if !args.yes {
+        let text = match args.format {
+            ActionFormat::Json => {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "plan": plan, "carried_out": false,
+                }))? + "\n"
+            }
+            ActionFormat::Text => {
+                let mut t = String::from("minerwatch contain: the plan\n");
+                for (i, s) in plan.steps.iter().enumerate() {
+                    t.push_str(&format!(
+                        "  {}. {}\n",
+                        i + 1,
+                        minerwatch::report::escape_text(s)
+                    ));
+                }
+                t.push_str("nothing was changed: add --yes to carry it out\n");
+                t
+            }
+        };
+        write_stdout(text.as_bytes())?;
+        return Ok(Outcome::Clean);
+    }
+    let log = containment::execute(&plan, &snapshot, &report, &req);
+    let all_ok = log.iter().all(|a| a.ok);
+    let text = match args.format {
+        ActionFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "plan": plan, "carried_out": true, "actions": log,
+            }))? + "\n"
+        }
+        ActionFormat::Text => {
+            let mut t = String::new();
+            for a in &log {
+                t.push_str(&format!(
+                    "{} {}: {}\n    before: {}\n    after:  {}\n",
+                    if a.ok { "done  " } else { "FAILED" },
+                    a.step,
+                    minerwatch::report::escape_text(&a.target),
+                    minerwatch::report::escape_text(&a.before),
+                    minerwatch::report::escape_text(a.error.as_deref().unwrap_or(&a.after)),
+                ));
+            }
+            t.push_str(&format!(
+                "evidence: {} (judge it with: minerwatch analyze {})\n",
+                req.out.display(),
+                req.out.display()
+            ));
+            t
+        }
+    };
+    write_stdout(text.as_bytes())?;
+    if !all_ok {
+        bail!("contain: not every action succeeded (see FAILED above)");
+    }
+    Ok(Outcome::Clean)
+}
+
 fn analyze(args: AnalyzeArgs) -> Result<Outcome> {
     let policy = Settings::analyze(args.config.as_deref())?;
     let snapshot = load_snapshot(&args.file)?;
@@ -256,9 +489,16 @@ fn analyze(args: AnalyzeArgs) -> Result<Outcome> {
     emit(&report, &args.output)
 }
 
-/// Reads and checks a saved snapshot.
+/// Reads and checks a saved snapshot, or the snapshot of an evidence bundle.
 pub fn load_snapshot(path: &Path) -> Result<HostSnapshot> {
     let shown = path.display();
+    let mut magic = Vec::new();
+    if let Ok((mut f, _)) = files::open_regular(path, true) {
+        let _ = files::read_capped(&mut f, 2, &mut magic);
+    }
+    if bundle::looks_like_bundle(&magic) {
+        return Ok(bundle::open(path)?.snapshot);
+    }
     let (bytes, truncated) =
         files::read_regular(path, MAX_SNAPSHOT_BYTES, true).with_context(|| {
             format!(
@@ -359,83 +599,29 @@ fn rules_check(dir: Option<&Path>) -> Result<Outcome> {
     })
 }
 
-/// An output file written whole or not at all: created (mode 0600, never
-/// through a symlink) as a hidden temporary beside the target before the scan,
-/// so an unwritable path fails at once, and renamed into place at the end.
-struct PendingFile {
-    tmp: PathBuf,
-    target: PathBuf,
-    file: Option<File>,
-}
+/// `--save FILE`: the snapshot, written whole or not at all (mode 0600,
+/// never through a symlink); created before the scan so that an unwritable
+/// path fails at once.
+struct PendingFile(minerwatch::safefs::PendingFile);
 
 impl PendingFile {
     fn create(target: &Path) -> Result<Self> {
-        let shown = target.display();
-        if target.as_os_str().is_empty() {
-            bail!("--save needs a file name");
-        }
-        if let Ok(meta) = fs::symlink_metadata(target)
-            && meta.is_dir()
-        {
-            bail!(
-                "cannot write --save '{shown}': it is a directory; give a file name, e.g. {shown}/snapshot.json"
-            );
-        }
-        let name = target.file_name().ok_or_else(|| {
-            anyhow!("cannot write --save '{shown}': give a file name, e.g. host.json")
-        })?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
+        minerwatch::safefs::PendingFile::create(target)
+            .map(PendingFile)
             .map_err(|e| {
                 anyhow!(
-                    "cannot write --save '{shown}': {e} (in directory '{}'); choose a path in an existing directory you can write to",
-                    dir.display()
+                    "cannot write --save '{}': {e}; choose a file in an existing directory you can write to",
+                    target.display()
                 )
-            })?;
-        Ok(PendingFile {
-            tmp,
-            target: target.to_path_buf(),
-            file: Some(file),
-        })
+            })
     }
 
     fn commit(mut self, bytes: &[u8]) -> Result<()> {
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| anyhow!("snapshot file already written"))?;
+        let shown = self.0.target().display().to_string();
+        let file = self.0.file();
         file.write_all(bytes)
             .and_then(|()| file.write_all(b"\n"))
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing snapshot to '{}'", self.tmp.display()))?;
-        fs::rename(&self.tmp, &self.target).with_context(|| {
-            format!(
-                "moving the snapshot into place at '{}'",
-                self.target.display()
-            )
-        })?;
-        self.tmp = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+            .and_then(|()| self.0.commit())
+            .with_context(|| format!("writing the snapshot to '{shown}'"))
     }
 }

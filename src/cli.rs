@@ -22,11 +22,19 @@ pub struct Cli {
 pub enum Command {
     /// Scan this host's processes once and report suspected miners.
     Scan(ScanArgs),
-    /// Judge a snapshot saved with `scan --save` (on this or another machine).
+    /// Judge a snapshot saved with `scan --save`, or an evidence bundle (on this or another machine).
     Analyze(AnalyzeArgs),
     /// Sweep files on disk for miners, miner configs and known-bad hashes:
     /// the miner that is not running.
     Sweep(SweepArgs),
+    /// Write the evidence bundle of running processes: one .tar.gz (mode
+    /// 0600) with snapshot, report, /proc files, executables, libraries,
+    /// matched memory, configs, persistence files and a SHA-256 manifest.
+    Collect(CollectArgs),
+    /// Stop a running miner and keep the evidence: prints the plan, and with
+    /// --yes freezes the process tree, collects the bundle, then (as asked)
+    /// kills, quarantines the executable and disables its persistence.
+    Contain(ContainArgs),
     /// Work with rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -206,9 +214,110 @@ pub struct SweepArgs {
     pub output: OutputArgs,
 }
 
+/// How the processes are judged before `collect` and `contain` act.
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// CPU sampling window of the scan that judges them, in seconds.
+    #[arg(
+        long,
+        default_value = "5",
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub window: String,
+    /// Also load the .yar/.yara rule files in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Apply the [[allow]] rules and [scan] settings of this agent config.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The host's filesystem root (persistence files, ld.so.preload; where
+    /// quarantined originals and disabled persistence entries are).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Where procfs is mounted.
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
+    pub proc_root: PathBuf,
+    /// Cap on the bytes of one bundle member (K, M, G suffixes).
+    #[arg(long, default_value = "256M", value_name = "BYTES")]
+    pub max_member_size: String,
+    /// Cap on the bytes of all bundle members together.
+    #[arg(long, default_value = "1G", value_name = "BYTES")]
+    pub max_bundle_size: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionFormat {
+    /// Lines for humans.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// A process to collect, with its descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID", required = true)]
+    pub pids: Vec<String>,
+    /// The bundle to write (.tar.gz); it must not exist.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Output format of the summary (the manifest, as JSON).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ActionFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ContainArgs {
+    /// The processes to contain (each with its descendants).
+    pub pids: Vec<String>,
+    /// Take the pids of the `miner` findings of this report
+    /// (`scan --format json`); they are judged again before anything is done.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Carry the plan out (without it nothing is changed).
+    #[arg(long)]
+    pub yes: bool,
+    /// Kill the frozen trees once the evidence is collected.
+    #[arg(long)]
+    pub kill: bool,
+    /// Copy each executable into the quarantine directory (mode 0000, with a
+    /// record of its hash and origin) and remove the original.
+    #[arg(long)]
+    pub quarantine: bool,
+    /// The quarantine directory (made 0700 if missing).
+    #[arg(
+        long,
+        default_value = "/var/lib/minerwatch/quarantine",
+        value_name = "DIR"
+    )]
+    pub quarantine_dir: PathBuf,
+    /// Comment out the cron lines, systemd units and rc.local lines that
+    /// launch the processes, and drop their libraries from ld.so.preload
+    /// (the originals are in the bundle).
+    #[arg(long)]
+    pub disable_persistence: bool,
+    /// Contain PID although the current judgement does not rate it `miner`
+    /// (repeatable). Never overrides the refusal of PID 1, kernel threads,
+    /// minerwatch and its ancestors.
+    #[arg(long, value_name = "PID")]
+    pub force: Vec<String>,
+    /// The evidence bundle [default: ./minerwatch-evidence-HOST-TIME.tar.gz].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Output format of the plan and the log of actions.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ActionFormat,
+}
+
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// A snapshot written by `minerwatch scan --save`.
+    /// A snapshot written by `minerwatch scan --save`, or an evidence bundle
+    /// written by `collect` or `contain`.
     pub file: PathBuf,
     /// Apply the [[allow]] rules of this agent config (and its conf.d/).
     #[arg(long, value_name = "FILE")]

@@ -26,6 +26,7 @@ pub mod indicators;
 pub mod judge;
 pub mod observe;
 pub mod report;
+pub mod respond;
 pub mod safefs;
 pub mod settings;
 pub mod signatures;

@@ -69,13 +69,7 @@ fn describe(e: &PersistenceEntry) -> String {
 
 /// The entries that run `f` or name it in their command.
 fn launchers<'a>(f: &SweptFile, entries: &'a [PersistenceEntry]) -> Vec<&'a PersistenceEntry> {
-    entries
-        .iter()
-        .filter(|e| {
-            e.programs.iter().any(|p| p == &f.meta.host_path)
-                || e.command.contains(&f.meta.host_path)
-        })
-        .collect()
+    super::persistence::launching(entries, &f.meta.host_path)
 }
 
 /// The entries that run a program in the directory of the config `f`.

@@ -29,6 +29,16 @@ pub struct Suspect<'a> {
     pub reasons: Vec<String>,
 }
 
+/// The entries that run `path` or name it in their command.
+pub fn launching<'a>(entries: &'a [PersistenceEntry], path: &str) -> Vec<&'a PersistenceEntry> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.programs.iter().any(|p| p == path) || (!path.is_empty() && e.command.contains(path))
+        })
+        .collect()
+}
+
 /// The suspect entries among `entries`, in their order. A file's own
 /// reasons (its name, immutable, compiled) join each suspect command of it,
 /// or, when none is, make its first entry suspect.

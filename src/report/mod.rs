@@ -39,6 +39,12 @@ fn escape(s: &str, special: &[char]) -> String {
     out
 }
 
+/// [`escape`] for plain text lines (the summaries of `collect` and
+/// `contain`): control characters shown escaped, nothing else changed.
+pub fn escape_text(s: &str) -> String {
+    escape(s, &[])
+}
+
 /// An output format.
 pub trait Render {
     /// Writes the whole report to `out`.

@@ -7,6 +7,7 @@
 //! (never a FIFO, socket or device), and stops at a byte cap.
 
 pub mod tree;
+pub mod write;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -88,6 +89,85 @@ pub fn read_regular(path: &Path, cap: u64, nofollow: bool) -> io::Result<(Vec<u8
     let mut buf = Vec::new();
     let truncated = read_capped(&mut file, cap, &mut buf)?;
     Ok((buf, truncated))
+}
+
+/// An output file written whole or not at all: a hidden temporary beside the
+/// target, created with mode 0600, `O_EXCL` and `O_NOFOLLOW` (never through a
+/// symlink, never over an existing file), renamed onto the target by
+/// [`PendingFile::commit`] after an fsync and removed if dropped before.
+#[derive(Debug)]
+pub struct PendingFile {
+    tmp: std::path::PathBuf,
+    target: std::path::PathBuf,
+    file: File,
+}
+
+impl PendingFile {
+    /// Creates the temporary for `target`. Fails at once when the directory
+    /// is not writable, so a long scan does not end in a lost result.
+    pub fn create(target: &Path) -> io::Result<Self> {
+        let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
+        if target.as_os_str().is_empty() {
+            return Err(invalid("an empty file name"));
+        }
+        if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+            return Err(invalid("it is a directory; give a file name in it"));
+        }
+        if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(invalid(
+                "it is a symlink; outputs are never written through one",
+            ));
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| invalid("it names no file; give a file name"))?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        Ok(PendingFile {
+            tmp,
+            target: target.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The temporary, to write into.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Where it will land.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// fsyncs the temporary and renames it onto the target.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.target)?;
+        self.tmp = std::path::PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]

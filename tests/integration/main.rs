@@ -17,6 +17,7 @@ mod support;
 
 mod agent;
 mod cli;
+mod contain;
 mod corpus;
 mod fpu;
 mod host;

@@ -1,0 +1,840 @@
+//! `minerwatch contain`: stop a running miner without losing the evidence.
+//!
+//! [`refuse`] turns away what must never be touched (PID 1, kernel threads,
+//! minerwatch and its ancestors) before anything is read; [`plan`] checks
+//! the current judgement (each pid must be `miner` unless forced) and lists
+//! what would be done; [`execute`] does it, in this order, logging each
+//! action with the state before and after:
+//!
+//! 1. freeze every tree ([`super::freeze`]), state checked;
+//! 2. collect the evidence bundle while frozen ([`super::bundle`]), with
+//!    the plan, the originals of every persistence file and the executable
+//!    as read through /proc/PID/exe (also when deleted);
+//! 3. `--kill`: SIGKILL every tree, checked gone;
+//! 4. `--quarantine`: the executable read in step 2 into a root-only
+//!    directory as a mode-0000 file with a JSON record of its hash and
+//!    origin, and the original removed (only when it is still the same
+//!    file: device and inode checked);
+//! 5. `--disable-persistence`: the cron lines, systemd units and rc.local
+//!    lines that launch the process commented out with a marked comment
+//!    (systemd units also lose their enablement symlinks), its libraries
+//!    removed from ld.so.preload.
+//!
+//! Without `--kill` the trees stay frozen: the plan says how to thaw them.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::RespondError;
+use super::bundle::{self, CollectOptions};
+use super::freeze::{self, Member, Method};
+use crate::judge::{Level, Report, persistence::launching};
+use crate::safefs::{self, write};
+use crate::snapshot::{HostSnapshot, PersistenceEntry};
+
+/// The marker of every line `contain` comments out.
+pub const MARKER: &str = "# minerwatch contain";
+/// Largest executable copied into quarantine.
+const MAX_QUARANTINE_BYTES: u64 = 1 << 30;
+/// Largest persistence file rewritten.
+const MAX_EDIT_BYTES: u64 = 4 << 20;
+
+/// What the responder asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub pids: Vec<i32>,
+    /// Pids contained although the judgement does not rate them `miner`.
+    pub force: Vec<i32>,
+    pub kill: bool,
+    /// The quarantine directory, with `--quarantine`.
+    pub quarantine: Option<PathBuf>,
+    pub disable_persistence: bool,
+    /// Where the bundle goes.
+    pub out: PathBuf,
+    pub collect: CollectOptions,
+}
+
+/// One process asked for and its tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub pid: i32,
+    pub start_time: u64,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub level: Level,
+    /// Contained by `--force` although not rated `miner`.
+    pub forced: bool,
+    /// pid and comm of every member, the target first.
+    pub tree: Vec<(i32, String)>,
+    pub freeze: Method,
+    /// Persistence entries that launch its executable.
+    pub persistence: Vec<PersistenceEntry>,
+    /// ld.so.preload entries a member of the tree maps.
+    pub preload: Vec<String>,
+}
+
+/// Everything `contain` would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    pub bundle: PathBuf,
+    pub kill: bool,
+    pub quarantine: Option<PathBuf>,
+    pub disable_persistence: bool,
+    /// The steps in words, in order.
+    pub steps: Vec<String>,
+}
+
+/// One action carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    /// freeze, collect, kill, quarantine, remove-original, disable-persistence.
+    pub step: String,
+    pub target: String,
+    pub before: String,
+    pub after: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The pids of minerwatch and its ancestors.
+fn ourselves(proc_root: &Path) -> Vec<i32> {
+    let mut out = vec![std::process::id() as i32];
+    let mut pid = out[0];
+    while let Some(s) = freeze::stat(proc_root, pid) {
+        if s.ppid <= 0 || out.contains(&s.ppid) {
+            break;
+        }
+        out.push(s.ppid);
+        pid = s.ppid;
+    }
+    out
+}
+
+/// Refuses, before anything is scanned, what `contain` never touches.
+pub fn refuse(proc_root: &Path, pids: &[i32]) -> Result<(), RespondError> {
+    if pids.is_empty() {
+        return Err(RespondError::Refused(
+            "contain needs at least one PID (or --report FILE with a miner finding)".into(),
+        ));
+    }
+    let us = ourselves(proc_root);
+    for &pid in pids {
+        if pid <= 1 {
+            return Err(RespondError::Refused(format!(
+                "refusing PID {pid}: it is the init process (or no process); containing it would stop the host"
+            )));
+        }
+        let Some(st) = freeze::stat(proc_root, pid) else {
+            return Err(RespondError::Refused(format!(
+                "refusing PID {pid}: no such process (it exited, or is hidden from this /proc)"
+            )));
+        };
+        if st.kernel_thread {
+            return Err(RespondError::Refused(format!(
+                "refusing PID {pid} ({}): it is a kernel thread, which cannot be frozen or killed from user space",
+                st.comm
+            )));
+        }
+        if pid == us[0] {
+            return Err(RespondError::Refused(format!(
+                "refusing PID {pid}: it is this minerwatch itself"
+            )));
+        }
+        if us.contains(&pid) {
+            return Err(RespondError::Refused(format!(
+                "refusing PID {pid} ({}): it is an ancestor of this minerwatch (a shell or tool that started it); containing it would stop the responder",
+                st.comm
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Paths a process maps (from its maps file), for ld.so.preload links.
+fn mapped_paths(proc_root: &Path, pid: i32) -> Vec<String> {
+    safefs::read_regular(
+        &proc_root.join(pid.to_string()).join("maps"),
+        64 << 20,
+        true,
+    )
+    .map(|(b, _)| {
+        String::from_utf8_lossy(&b)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Checks the judgement and lists what would be done.
+pub fn plan(snapshot: &HostSnapshot, report: &Report, req: &Request) -> Result<Plan, RespondError> {
+    let proc_root = &req.collect.proc_root;
+    let mut targets: Vec<Target> = Vec::new();
+    let mut covered: Vec<i32> = Vec::new();
+    for &pid in &req.pids {
+        if covered.contains(&pid) {
+            continue;
+        }
+        let p = snapshot
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .ok_or_else(|| {
+                RespondError::Refused(format!(
+                    "refusing PID {pid}: the scan could not observe it (it exited or refused us: see the coverage), so it has no judgement"
+                ))
+            })?;
+        let level = report
+            .findings
+            .iter()
+            .find(|f| f.pid == pid && f.start_time == p.start_time)
+            .map_or(Level::Clean, |f| f.level);
+        let forced = req.force.contains(&pid);
+        if level < Level::Miner && !forced {
+            let frozen = freeze::stat(proc_root, pid).is_some_and(|s| matches!(s.state, 'T' | 't'))
+                || freeze::state(proc_root, &freeze::method_for(proc_root, &[pid]), &[pid])
+                    == "FROZEN";
+            let why = if frozen {
+                " (it is frozen, so its CPU and rounding modes cannot be seen: if minerwatch froze it, the bundle of that run holds the judgement)"
+            } else {
+                ""
+            };
+            return Err(RespondError::Refused(format!(
+                "refusing PID {pid} ({}): the current judgement rates it {level}, not miner{why}; look at `minerwatch scan --pid {pid}` and, if you are sure, name it with --force {pid}",
+                p.comm
+            )));
+        }
+        let pids = freeze::tree(proc_root, pid);
+        covered.extend(&pids);
+        let tree: Vec<(i32, String)> = pids
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    freeze::stat(proc_root, *c)
+                        .map(|s| s.comm)
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let freeze = freeze::method_for(proc_root, &pids);
+        let exe = p.exe.as_deref().map(|e| e.trim_end_matches(" (deleted)"));
+        let persistence: Vec<PersistenceEntry> = exe
+            .map(|e| launching(&snapshot.host_facts.persistence, e))
+            .unwrap_or_default()
+            .into_iter()
+            .cloned()
+            .collect();
+        let mapped: Vec<String> = pids
+            .iter()
+            .flat_map(|c| mapped_paths(proc_root, *c))
+            .collect();
+        let preload = snapshot
+            .host_facts
+            .ld_so_preload
+            .as_ref()
+            .map(|f| {
+                f.entries
+                    .iter()
+                    .filter(|e| mapped.contains(e))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        targets.push(Target {
+            pid,
+            start_time: p.start_time,
+            comm: p.comm.clone(),
+            exe: p.exe.clone(),
+            level,
+            forced,
+            tree,
+            freeze,
+            persistence,
+            preload,
+        });
+    }
+    let mut steps = Vec::new();
+    for t in &targets {
+        let members: Vec<String> = t.tree.iter().map(|(p, c)| format!("{p} ({c})")).collect();
+        steps.push(format!(
+            "freeze {} [{}{}]: {}",
+            members.join(", "),
+            t.level,
+            if t.forced { ", --force" } else { "" },
+            t.freeze.describe()
+        ));
+    }
+    steps.push(format!(
+        "collect the evidence bundle into {} while frozen",
+        req.out.display()
+    ));
+    if req.kill {
+        steps.push("kill every frozen process (SIGKILL), checked gone".into());
+    }
+    if let Some(q) = &req.quarantine {
+        for t in &targets {
+            steps.push(format!(
+                "quarantine the executable of {} ({}) into {} (mode 0000) and remove the original",
+                t.pid,
+                t.exe.as_deref().unwrap_or("?"),
+                q.display()
+            ));
+        }
+    }
+    if req.disable_persistence {
+        for t in &targets {
+            for e in &t.persistence {
+                steps.push(format!(
+                    "disable {} {}:{}: `{}`",
+                    e.kind, e.path, e.line, e.text
+                ));
+            }
+            for lib in &t.preload {
+                steps.push(format!("remove {lib} from ld.so.preload"));
+            }
+            if t.persistence.is_empty() && t.preload.is_empty() {
+                steps.push(format!(
+                    "no persistence entry launches {}: nothing to disable",
+                    t.pid
+                ));
+            }
+        }
+    }
+    if !req.kill {
+        steps.push(
+            "leave the trees frozen (thaw: kill -CONT each pid, or THAWED into freezer.state / 0 into cgroup.freeze)"
+                .into(),
+        );
+    }
+    Ok(Plan {
+        targets,
+        bundle: req.out.clone(),
+        kill: req.kill,
+        quarantine: req.quarantine.clone(),
+        disable_persistence: req.disable_persistence,
+        steps,
+    })
+}
+
+/// An executable read while frozen, for quarantine.
+struct Held {
+    pid: i32,
+    link: String,
+    bytes: Vec<u8>,
+    truncated: bool,
+    dev: u64,
+    ino: u64,
+}
+
+fn ok(step: &str, target: String, before: String, after: String) -> Action {
+    Action {
+        step: step.into(),
+        target,
+        before,
+        after,
+        ok: true,
+        error: None,
+    }
+}
+
+fn failed(step: &str, target: String, before: String, error: String) -> Action {
+    Action {
+        step: step.into(),
+        target,
+        before,
+        after: "unchanged".into(),
+        ok: false,
+        error: Some(error),
+    }
+}
+
+/// Carries out `plan`. Returns every action, failed ones included; an
+/// error only when nothing could be done safely (a tree that did not
+/// freeze is not collected from or killed blind: it is reported).
+pub fn execute(
+    plan: &Plan,
+    snapshot: &HostSnapshot,
+    report: &Report,
+    req: &Request,
+) -> Vec<Action> {
+    let proc_root = &req.collect.proc_root;
+    let mut log = Vec::new();
+    // 1. Freeze.
+    let mut trees: Vec<(&Target, BTreeMap<i32, Member>)> = Vec::new();
+    for t in &plan.targets {
+        let pids: Vec<i32> = t.tree.iter().map(|(p, _)| *p).collect();
+        let before = freeze::state(proc_root, &t.freeze, &pids);
+        let mut members = BTreeMap::new();
+        match Member::open(proc_root, t.pid, Some(t.start_time)) {
+            Ok(m) => {
+                members.insert(t.pid, m);
+            }
+            Err(e) => {
+                log.push(failed(
+                    "freeze",
+                    format!("{}", t.pid),
+                    before,
+                    e.to_string(),
+                ));
+                continue;
+            }
+        }
+        for &c in pids.iter().skip(1) {
+            if let Ok(m) = Member::open(proc_root, c, None) {
+                members.insert(c, m);
+            }
+        }
+        let target = format!("tree of {} ({})", t.pid, t.freeze.describe());
+        match freeze::freeze(proc_root, &t.freeze, &mut members, t.pid) {
+            Ok(()) => {
+                let now: Vec<i32> = members.keys().copied().collect();
+                let after = freeze::state(proc_root, &t.freeze, &now);
+                let after = match &t.freeze {
+                    Method::Sigstop => after,
+                    _ => format!(
+                        "{after}; {}",
+                        freeze::state(proc_root, &Method::Sigstop, &now)
+                    ),
+                };
+                log.push(ok("freeze", target, before, after));
+                trees.push((t, members));
+            }
+            Err(e) => log.push(failed("freeze", target, before, e.to_string())),
+        }
+    }
+    // 2. Collect, with the executables held for quarantine.
+    let mut held: Vec<Held> = Vec::new();
+    if req.quarantine.is_some() {
+        for (t, _) in &trees {
+            let exe = proc_root.join(t.pid.to_string()).join("exe");
+            let link = std::fs::read_link(&exe)
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match safefs::open_regular(&exe, false).and_then(|(mut f, key)| {
+                let mut bytes = Vec::new();
+                safefs::read_capped(&mut f, MAX_QUARANTINE_BYTES, &mut bytes)
+                    .map(|truncated| (bytes, truncated, key))
+            }) {
+                Ok((bytes, truncated, key)) => held.push(Held {
+                    pid: t.pid,
+                    link,
+                    bytes,
+                    truncated,
+                    dev: key.dev,
+                    ino: key.ino,
+                }),
+                Err(e) => log.push(failed(
+                    "quarantine",
+                    format!("/proc/{}/exe", t.pid),
+                    link,
+                    format!("cannot read the executable: {e}"),
+                )),
+            }
+        }
+    }
+    let frozen: Vec<i32> = trees.iter().flat_map(|(_, m)| m.keys().copied()).collect();
+    let plan_json = serde_json::to_vec_pretty(plan).unwrap_or_default();
+    let extra = vec![("contain/plan.json".to_string(), plan_json)];
+    match bundle::collect(snapshot, report, &frozen, &extra, &req.collect, &req.out) {
+        Ok(m) => log.push(ok(
+            "collect",
+            req.out.display().to_string(),
+            "no bundle".into(),
+            format!(
+                "{} members, {} bytes, {} caps reached, {} read errors",
+                m.members.len() + 1,
+                m.total_bytes,
+                m.capped.len(),
+                m.errors.len()
+            ),
+        )),
+        Err(e) => log.push(failed(
+            "collect",
+            req.out.display().to_string(),
+            "no bundle".into(),
+            e.to_string(),
+        )),
+    }
+    // 3. Kill.
+    if req.kill {
+        for (t, members) in &trees {
+            let pids: Vec<i32> = members.keys().copied().collect();
+            let before = freeze::state(proc_root, &Method::Sigstop, &pids);
+            let target = format!("tree of {}", t.pid);
+            match freeze::kill(proc_root, &t.freeze, members) {
+                Ok(()) => log.push(ok("kill", target, before, "every process gone".into())),
+                Err(e) => log.push(failed("kill", target, before, e.to_string())),
+            }
+        }
+    }
+    // 4. Quarantine.
+    if let Some(dir) = &req.quarantine {
+        for h in &held {
+            log.extend(quarantine(dir, h, snapshot, &req.collect.root));
+        }
+    }
+    // 5. Persistence.
+    if req.disable_persistence {
+        for (t, _) in &trees {
+            for e in &t.persistence {
+                log.extend(disable_entry(e, &req.collect.root));
+            }
+            if !t.preload.is_empty() {
+                log.push(remove_preload(snapshot, &t.preload, &req.collect.root));
+            }
+        }
+    }
+    log
+}
+
+/// The quarantine directory: made 0700 if missing; refused when it is a
+/// symlink, not ours, or open to group or others.
+fn quarantine_dir(dir: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(
+            "it is not a directory (a symlink is never followed)",
+        ));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(std::io::Error::other(format!(
+            "it belongs to uid {}, not to us (uid {euid})",
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "it has mode {:o}: group and others can reach it; chmod 700 it",
+            meta.permissions().mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+fn quarantine(dir: &Path, h: &Held, snapshot: &HostSnapshot, root: &Path) -> Vec<Action> {
+    let mut log = Vec::new();
+    let sha = safefs::sha256_hex(&h.bytes);
+    let target = format!("{} (pid {})", h.link, h.pid);
+    if let Err(e) = quarantine_dir(dir) {
+        log.push(failed(
+            "quarantine",
+            target,
+            h.link.clone(),
+            format!("quarantine directory '{}': {e}", dir.display()),
+        ));
+        return log;
+    }
+    let base: String = h
+        .link
+        .trim_end_matches(" (deleted)")
+        .rsplit('/')
+        .next()
+        .unwrap_or("exe")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = format!("{}-{}-{}", &sha[..16], h.pid, base);
+    let p = snapshot.processes.iter().find(|p| p.pid == h.pid);
+    let record = serde_json::json!({
+        "sha256": sha,
+        "size": h.bytes.len(),
+        "truncated": h.truncated,
+        "origin": h.link,
+        "pid": h.pid,
+        "start_time": p.map(|p| p.start_time),
+        "comm": p.map(|p| p.comm.clone()),
+        "cmdline": p.map(|p| p.cmdline.clone()),
+        "user": p.and_then(|p| p.user.clone()),
+        "host": snapshot.host.hostname,
+        "quarantined_at": jiff::Timestamp::now().to_string(),
+    });
+    let written = write::open_parent(dir, Path::new(&name)).and_then(|(fd, file)| {
+        write::create_new_at(&fd, &file, 0o000, &h.bytes)?;
+        let rec = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        write::create_new_at(&fd, format!("{name}.json").as_bytes(), 0o600, &rec)
+    });
+    match written {
+        Ok(()) => log.push(ok(
+            "quarantine",
+            target,
+            format!("{} (SHA-256 {sha})", h.link),
+            format!(
+                "{}/{name} mode 0000, record {}/{name}.json",
+                dir.display(),
+                dir.display()
+            ),
+        )),
+        Err(e) => {
+            log.push(failed("quarantine", target, h.link.clone(), e.to_string()));
+            return log;
+        }
+    }
+    // The original, when one is still on disk.
+    if h.link.ends_with(" (deleted)") || h.link.starts_with("/memfd:") || !h.link.starts_with('/') {
+        log.push(ok(
+            "remove-original",
+            h.link.clone(),
+            "no file on disk (deleted, or a memfd)".into(),
+            "nothing to remove".into(),
+        ));
+        return log;
+    }
+    let removed = write::open_parent(root, Path::new(&h.link))
+        .and_then(|(fd, file)| write::unlink_if_same(&fd, &file, h.dev, h.ino));
+    let shown = root
+        .join(h.link.trim_start_matches('/'))
+        .display()
+        .to_string();
+    match removed {
+        Ok(()) => log.push(ok(
+            "remove-original",
+            shown,
+            format!("present (SHA-256 {sha})"),
+            "removed".into(),
+        )),
+        Err(e) => log.push(failed(
+            "remove-original",
+            shown,
+            "present".into(),
+            e.to_string(),
+        )),
+    }
+    log
+}
+
+/// Path of `full` (a `--root`-prefixed host path) below `root`.
+fn below_root<'a>(root: &Path, full: &'a str) -> &'a Path {
+    Path::new(full)
+        .strip_prefix(root)
+        .unwrap_or(Path::new(full))
+}
+
+/// Comments out the entry's line (and its continuation lines).
+fn disable_entry(e: &PersistenceEntry, root: &Path) -> Vec<Action> {
+    let mut log = Vec::new();
+    let target = format!("{} {}:{}", e.kind, e.path, e.line);
+    let edited = (|| -> Result<(String, String), String> {
+        if e.line == 0 {
+            return Err(
+                "the entry is the file as a whole, not a line: left for a person to judge".into(),
+            );
+        }
+        let (bytes, truncated) = safefs::read_regular(Path::new(&e.path), MAX_EDIT_BYTES, true)
+            .map_err(|err| format!("cannot read it: {err}"))?;
+        if truncated {
+            return Err(format!("larger than {MAX_EDIT_BYTES} bytes: not edited"));
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
+        let i = (e.line - 1) as usize;
+        let line = lines
+            .get(i)
+            .ok_or_else(|| {
+                "the file no longer has that line: it changed since the scan".to_string()
+            })?
+            .clone();
+        if line.trim_start().starts_with('#') {
+            return Err(format!("line {} is already commented out", e.line));
+        }
+        let probe: String = e.command.chars().take(40).collect();
+        if !line.contains(probe.trim()) && !e.text.starts_with(line.trim_end()) {
+            return Err(format!(
+                "line {} now reads `{}`, not the entry: it changed since the scan",
+                e.line,
+                line.trim_end()
+            ));
+        }
+        let stamp = format!("{MARKER} {}: disabled: ", jiff::Timestamp::now());
+        let mut j = i;
+        while let Some(l) = lines.get_mut(j) {
+            let continued = l.trim_end().ends_with('\\');
+            *l = format!("{stamp}{l}");
+            if !continued {
+                break;
+            }
+            j += 1;
+        }
+        let after = lines[i].trim_end().to_string();
+        let (dir, name) =
+            write::open_parent(root, below_root(root, &e.path)).map_err(|err| err.to_string())?;
+        write::replace_at(&dir, &name, lines.concat().as_bytes()).map_err(|err| err.to_string())?;
+        Ok((line.trim_end().to_string(), after))
+    })();
+    match edited {
+        Ok((before, after)) => log.push(ok("disable-persistence", target, before, after)),
+        Err(err) => log.push(failed("disable-persistence", target, e.text.clone(), err)),
+    }
+    if e.kind == "systemd" {
+        log.extend(remove_enablement(e, root));
+    }
+    log
+}
+
+/// Removes the `*.wants/` and `*.requires/` symlinks that enable the unit.
+fn remove_enablement(e: &PersistenceEntry, root: &Path) -> Vec<Action> {
+    let mut log = Vec::new();
+    let Some(unit) = e.path.rsplit('/').next() else {
+        return log;
+    };
+    for base in [
+        "etc/systemd/system",
+        "usr/lib/systemd/system",
+        "lib/systemd/system",
+    ] {
+        let dir = root.join(base);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for d in entries.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            if !(name.ends_with(".wants") || name.ends_with(".requires")) {
+                continue;
+            }
+            let link = d.path().join(unit);
+            let Ok(meta) = std::fs::symlink_metadata(&link) else {
+                continue;
+            };
+            if !meta.file_type().is_symlink() {
+                continue;
+            }
+            let shown = link.display().to_string();
+            let before = std::fs::read_link(&link)
+                .map(|t| format!("symlink to {}", t.display()))
+                .unwrap_or_default();
+            let rel = Path::new(base).join(&name).join(unit);
+            match write::open_parent(root, &rel).and_then(|(fd, n)| write::unlink_symlink(&fd, &n))
+            {
+                Ok(()) => log.push(ok("disable-persistence", shown, before, "removed".into())),
+                Err(err) => log.push(failed(
+                    "disable-persistence",
+                    shown,
+                    before,
+                    err.to_string(),
+                )),
+            }
+        }
+    }
+    log
+}
+
+/// Removes `libs` from ld.so.preload, keeping every other entry.
+fn remove_preload(snapshot: &HostSnapshot, libs: &[String], root: &Path) -> Action {
+    let Some(pre) = &snapshot.host_facts.ld_so_preload else {
+        return failed(
+            "disable-persistence",
+            "ld.so.preload".into(),
+            String::new(),
+            "no ld.so.preload was read".into(),
+        );
+    };
+    let target = pre.path.clone();
+    let result = (|| -> Result<(String, String), String> {
+        let (bytes, _) = safefs::read_regular(Path::new(&pre.path), MAX_EDIT_BYTES, true)
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let kept: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || c == ':')
+            .filter(|w| !w.is_empty() && !libs.iter().any(|l| l == w))
+            .collect();
+        let after = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("{}\n", kept.join("\n"))
+        };
+        let (dir, name) =
+            write::open_parent(root, below_root(root, &pre.path)).map_err(|e| e.to_string())?;
+        write::replace_at(&dir, &name, after.as_bytes()).map_err(|e| e.to_string())?;
+        Ok((
+            text.trim().replace('\n', " "),
+            after.trim().replace('\n', " "),
+        ))
+    })();
+    match result {
+        Ok((before, after)) => ok(
+            "disable-persistence",
+            target,
+            before,
+            if after.is_empty() {
+                "(empty)".into()
+            } else {
+                after
+            },
+        ),
+        Err(e) => failed("disable-persistence", target, pre.entries.join(" "), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_1_ourselves_and_our_parent_are_refused() {
+        let proc = Path::new("/proc");
+        let err = refuse(proc, &[1]).expect_err("pid 1");
+        assert!(err.to_string().contains("init"), "{err}");
+        let me = std::process::id() as i32;
+        let err = refuse(proc, &[me]).expect_err("self");
+        assert!(err.to_string().contains("itself"), "{err}");
+        let parent = freeze::stat(proc, me).expect("stat").ppid;
+        if parent > 1 {
+            let err = refuse(proc, &[parent]).expect_err("parent");
+            assert!(err.to_string().contains("ancestor"), "{err}");
+        }
+        assert!(refuse(proc, &[]).is_err());
+    }
+
+    #[test]
+    fn a_cron_line_is_commented_with_the_marker_and_others_kept() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc/cron.d")).expect("mkdir");
+        let file = root.join("etc/cron.d/x");
+        std::fs::write(
+            &file,
+            "SHELL=/bin/sh\n@reboot root /var/tmp/.x/kworker -c c.json\n* * * * * root true\n",
+        )
+        .expect("write");
+        let e = PersistenceEntry {
+            kind: "cron".into(),
+            path: file.display().to_string(),
+            line: 2,
+            text: "@reboot root /var/tmp/.x/kworker -c c.json".into(),
+            command: "/var/tmp/.x/kworker -c c.json".into(),
+            programs: vec!["/var/tmp/.x/kworker".into()],
+            ..PersistenceEntry::default()
+        };
+        let log = disable_entry(&e, root);
+        assert!(log.iter().all(|a| a.ok), "{log:?}");
+        let now = std::fs::read_to_string(&file).expect("read");
+        let lines: Vec<&str> = now.lines().collect();
+        assert_eq!(lines[0], "SHELL=/bin/sh");
+        assert!(
+            lines[1].starts_with(MARKER) && lines[1].ends_with(&e.text),
+            "{now}"
+        );
+        assert_eq!(lines[2], "* * * * * root true");
+        // Done twice: the line no longer matches, nothing is changed.
+        let again = disable_entry(&e, root);
+        assert!(!again[0].ok);
+    }
+}
