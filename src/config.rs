@@ -23,6 +23,7 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     pub agent: AgentConfig,
     pub scan: ScanConfig,
+    pub contain: ContainConfig,
     /// Where events go; stdout alone when none is configured.
     #[serde(rename = "output")]
     pub outputs: Vec<OutputConfig>,
@@ -89,6 +90,30 @@ impl Default for ScanConfig {
             ptrace: true,
             memory: true,
             recheck_secs: 300,
+        }
+    }
+}
+
+/// `[contain]`: what the agent does itself when a process is rated `miner`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainConfig {
+    /// Freeze the process tree of each new `miner` finding (allow rules
+    /// apply: an allowed finding is never `miner`) and write its evidence
+    /// bundle into `evidence_dir`. Off by default: a frozen false positive
+    /// is an outage. The tree stays frozen for a person to decide
+    /// (`minerwatch contain --force PID --kill`, or thaw it).
+    pub freeze_on_miner: bool,
+    /// Where the bundles go (made 0700 if missing; refused if a symlink, not
+    /// ours, or open to others).
+    pub evidence_dir: PathBuf,
+}
+
+impl Default for ContainConfig {
+    fn default() -> Self {
+        ContainConfig {
+            freeze_on_miner: false,
+            evidence_dir: PathBuf::from("/var/lib/minerwatch/evidence"),
         }
     }
 }

@@ -252,6 +252,8 @@ pub fn run(
     let mut cache = Cache::default();
     let mut tracker = alerts::Tracker::with_cap(shared.cap.clone());
     let mut history: HashMap<(i32, u64), VecDeque<f64>> = HashMap::new();
+    // Miner trees frozen by `[contain] freeze_on_miner`, never twice.
+    let mut contained: HashSet<(i32, u64)> = HashSet::new();
     let mut last_host_check: Option<Instant> = None;
     let mut budget = Budget::new(config.agent.cpu_budget_percent);
     let mut last_heartbeat = Instant::now();
@@ -342,6 +344,10 @@ pub fn run(
         let report = judge::judge(&snap, &policy);
         let events = tracker.update(&report, &alive, &now(), Instant::now());
         send(&events);
+        contained.retain(|k| alive.contains(k));
+        if config.contain.freeze_on_miner {
+            send(&auto_contain(&config, &snap, &report, &mut contained));
+        }
         tick += 1;
         let last_tick_ms = tick_start.elapsed().as_millis() as u64;
         if tick == 1 {
@@ -473,6 +479,52 @@ impl Budget {
         self.credit += pause * rate;
         Duration::from_secs_f64(pause)
     }
+}
+
+/// `[contain] freeze_on_miner`: each new `miner` finding (allow rules have
+/// capped the allowed ones already) frozen, its bundle written, one
+/// `contained` event each.
+fn auto_contain(
+    config: &Config,
+    snap: &crate::snapshot::HostSnapshot,
+    report: &judge::Report,
+    contained: &mut HashSet<(i32, u64)>,
+) -> Vec<Event> {
+    let opts = crate::respond::bundle::CollectOptions {
+        proc_root: config.agent.proc_root.clone(),
+        root: config.agent.root.clone(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for f in &report.findings {
+        if f.level != judge::Level::Miner || !contained.insert((f.pid, f.start_time)) {
+            continue;
+        }
+        let done = crate::respond::contain::freeze_and_collect(
+            snap,
+            report,
+            f.pid,
+            f.start_time,
+            &opts,
+            &config.contain.evidence_dir,
+        );
+        let bundle = done.bundle.as_ref().map(|b| b.display().to_string());
+        let time = now();
+        out.push(Event::contained(&crate::report::event::Contained {
+            schema: judge::REPORT_SCHEMA,
+            kind: "contained",
+            time: &time,
+            host: &report.host.hostname,
+            pid: f.pid,
+            start_time: f.start_time,
+            process: &f.process.name,
+            frozen: &done.frozen,
+            method: &done.method,
+            bundle: bundle.as_deref(),
+            error: done.error.as_deref(),
+        }));
+    }
+    out
 }
 
 fn reload_failed(error: &str) -> Event {

@@ -208,6 +208,28 @@ pub struct Heartbeat<'a> {
     pub dropped_events: u64,
 }
 
+/// The agent froze a `miner` process tree and collected its evidence
+/// (`[contain] freeze_on_miner`), or tried to.
+#[derive(Debug, Serialize)]
+pub struct Contained<'a> {
+    pub schema: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: &'a str,
+    pub host: &'a str,
+    pub pid: i32,
+    pub start_time: u64,
+    pub process: &'a str,
+    /// The processes frozen.
+    pub frozen: &'a [i32],
+    /// How: cgroup freezer or SIGSTOP.
+    pub method: &'a str,
+    /// The evidence bundle written.
+    pub bundle: Option<&'a str>,
+    /// What failed, if anything.
+    pub error: Option<&'a str>,
+}
+
 /// A reload of rules or config failed; the last good ones stay.
 #[derive(Debug, Serialize)]
 pub struct RulesError<'a> {
@@ -408,6 +430,31 @@ impl Event {
                 summary,
             },
         )
+    }
+
+    /// A tree frozen and collected by the agent.
+    pub fn contained(c: &Contained<'_>) -> Event {
+        let message = match (c.error, c.bundle) {
+            (None, Some(b)) => format!(
+                "contained: pid {} {} frozen ({}, {} processes), evidence in {b}",
+                c.pid,
+                c.process,
+                c.method,
+                c.frozen.len()
+            ),
+            (e, _) => format!(
+                "contain failed: pid {} {}: {}",
+                c.pid,
+                c.process,
+                e.unwrap_or("no bundle written")
+            ),
+        };
+        let severity = if c.error.is_some() {
+            Severity::Error
+        } else {
+            Severity::Alert
+        };
+        event("contained", severity, message, c)
     }
 
     /// A failed reload.

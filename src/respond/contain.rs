@@ -493,9 +493,9 @@ pub fn execute(
     log
 }
 
-/// The quarantine directory: made 0700 if missing; refused when it is a
-/// symlink, not ours, or open to group or others.
-fn quarantine_dir(dir: &Path) -> std::io::Result<()> {
+/// A directory of our own (quarantine, evidence): made 0700 if missing;
+/// refused when it is a symlink, not ours, or open to group or others.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -528,7 +528,7 @@ fn quarantine(dir: &Path, h: &Held, snapshot: &HostSnapshot, root: &Path) -> Vec
     let mut log = Vec::new();
     let sha = safefs::sha256_hex(&h.bytes);
     let target = format!("{} (pid {})", h.link, h.pid);
-    if let Err(e) = quarantine_dir(dir) {
+    if let Err(e) = private_dir(dir) {
         log.push(failed(
             "quarantine",
             target,
@@ -837,4 +837,72 @@ mod tests {
         let again = disable_entry(&e, root);
         assert!(!again[0].ok);
     }
+}
+
+/// What the agent did with one `miner` finding.
+#[derive(Debug, Clone)]
+pub struct AutoContained {
+    pub frozen: Vec<i32>,
+    pub method: String,
+    pub bundle: Option<PathBuf>,
+    pub error: Option<String>,
+}
+
+/// The agent's `[contain] freeze_on_miner`: freezes the tree of `pid` (the
+/// refusals of [`refuse`] apply) and writes its bundle into `dir`. The tree
+/// stays frozen.
+pub fn freeze_and_collect(
+    snapshot: &HostSnapshot,
+    report: &Report,
+    pid: i32,
+    start_time: u64,
+    opts: &CollectOptions,
+    dir: &Path,
+) -> AutoContained {
+    let proc_root = &opts.proc_root;
+    let mut done = AutoContained {
+        frozen: Vec::new(),
+        method: String::new(),
+        bundle: None,
+        error: None,
+    };
+    if let Err(e) = refuse(proc_root, &[pid]) {
+        done.error = Some(e.to_string());
+        return done;
+    }
+    let root = match Member::open(proc_root, pid, Some(start_time)) {
+        Ok(m) => m,
+        Err(e) => {
+            done.error = Some(format!("process {pid}: {e}"));
+            return done;
+        }
+    };
+    let pids = freeze::tree(proc_root, pid);
+    let method = freeze::method_for(proc_root, &pids);
+    done.method = method.describe();
+    let mut members = BTreeMap::new();
+    members.insert(pid, root);
+    for &c in pids.iter().skip(1) {
+        if let Ok(m) = Member::open(proc_root, c, None) {
+            members.insert(c, m);
+        }
+    }
+    if let Err(e) = freeze::freeze(proc_root, &method, &mut members, pid) {
+        done.error = Some(format!("freezing: {e}"));
+        return done;
+    }
+    done.frozen = members.keys().copied().collect();
+    if let Err(e) = private_dir(dir) {
+        done.error = Some(format!("evidence directory '{}': {e}", dir.display()));
+        return done;
+    }
+    let out = dir.join(format!(
+        "minerwatch-{pid}-{start_time}-{}.tar.gz",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    ));
+    match bundle::collect(snapshot, report, &done.frozen, &[], opts, &out) {
+        Ok(_) => done.bundle = Some(out),
+        Err(e) => done.error = Some(e.to_string()),
+    }
+    done
 }

@@ -641,3 +641,60 @@ fn agent_tells_systemd_ready_watchdog_and_stopping() {
         "{got:?}"
     );
 }
+
+#[test]
+fn agent_with_freeze_on_miner_freezes_the_worker_and_writes_its_bundle() {
+    support::ensure_packages();
+    let _heavy = support::heavy_lock();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let events = d.join("events.ndjson");
+    let evidence = d.join("evidence");
+    let config = agent_config(
+        d,
+        &events,
+        1.0,
+        &format!(
+            "\n[contain]\nfreeze_on_miner = true\nevidence_dir = \"{}\"",
+            evidence.display()
+        ),
+    );
+    let body = format!(
+        r#"{worker} --mode light --seconds 40 > {dir}/worker.out &
+W=$!
+echo "worker=$W"
+wait_for '"type":"contained"'
+sleep 0.5
+echo "state=$(awk '{{print $3}}' /proc/$W/stat)"
+h0=$(awk '{{print $14+$15}}' /proc/$W/stat); sleep 1
+echo "ticks_frozen=$(( $(awk '{{print $14+$15}}' /proc/$W/stat) - h0 ))"
+kill -9 $W; wait $W 2>/dev/null"#,
+        dir = d.display(),
+        worker = support::rxworker_bin().display(),
+    );
+    let run = AgentRun::start(d, &config, &events, &body, 120);
+    let worker = run.number("worker");
+    assert!(run.stdout.contains("state=T"), "{}", run.context);
+    assert_eq!(run.number("ticks_frozen"), 0, "{}", run.context);
+    let contained: Vec<&serde_json::Value> = run
+        .events
+        .iter()
+        .filter(|e| e["type"] == "contained")
+        .collect();
+    assert_eq!(contained.len(), 1, "{}", run.context);
+    let c = contained[0];
+    assert_eq!(c["pid"], worker, "{}", run.context);
+    assert!(c["error"].is_null(), "{}", run.context);
+    let bundle = c["bundle"].as_str().expect("bundle path");
+    assert!(bundle.starts_with(&*evidence.to_string_lossy()), "{bundle}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(Path::new(bundle)), 0o600);
+    assert_eq!(mode(&evidence), 0o700);
+    let out = Command::new(BIN)
+        .args(["analyze", bundle, "--format", "json"])
+        .output()
+        .expect("analyze");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["verdict"], "miner", "{report:#}");
+}
