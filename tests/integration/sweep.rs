@@ -346,3 +346,55 @@ fn cpu_limit_holds_the_sweep_to_its_share_of_a_core() {
     // sweep's last file, exiting and printing, is the slack).
     assert!(cpu / wall <= 0.6, "{line}");
 }
+
+#[test]
+fn files_deleted_while_the_sweep_reads_them_are_counted_not_fatal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("churn");
+    std::fs::create_dir(&dir).expect("mkdir");
+    const N: u64 = 10_000;
+    for f in 0..N {
+        std::fs::write(dir.join(format!("{f}.log")), b"a line of a log\n").expect("file");
+    }
+    // Slowed to 5 % of a core, the readers are still at work when the files
+    // they were handed go away.
+    let sweep = support::Child::spawn({
+        let mut c = Command::new(BIN);
+        c.arg("sweep")
+            .arg(&dir)
+            .args(["--cpu-limit", "5", "--threads", "1", "--format", "json"]);
+        c
+    })
+    .expect("sweep starts");
+    // Once the walker or a reader holds the directory or a file in it open,
+    // delete everything in it.
+    let has_dir_open = || {
+        std::fs::read_dir(format!("/proc/{}/fd", sweep.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(&dir)))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !has_dir_open() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for f in 0..N {
+        let _ = std::fs::remove_file(dir.join(format!("{f}.log")));
+    }
+    let mut sweep = sweep;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while sweep.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!sweep.is_running(), "sweep did not finish");
+    let rep: serde_json::Value =
+        serde_json::from_str(&sweep.stdout_so_far()).expect("one JSON report");
+    let sw = &rep["sweep"];
+    let read = sw["files_read"].as_u64().expect("files_read");
+    let vanished = sw["skipped"]["vanished while swept"].as_u64().unwrap_or(0);
+    assert!(vanished > 0, "no file vanished under the sweep: {sw:#}");
+    assert!(read + vanished <= N, "{sw:#}");
+    assert_eq!(rep["verdict"], "clean", "{rep:#}");
+}
