@@ -17,7 +17,8 @@ cat rules/yara/*.yar > "$T/all.yar"
 measure() { # label, command...: prints "label wall user sys maxrss_kib"
     local label=$1; shift
     /usr/bin/time -o "$T/time" -f "%e %U %S %M" "$@" > "$T/out" 2>/dev/null || true
-    echo "$label $(cat "$T/time")"
+    # time prepends "Command exited with non-zero status N" when it is not 0.
+    echo "$label $(tail -n 1 "$T/time")"
 }
 # Warm the page cache so that both read from memory.
 find "$TREE" -xdev -type f -print0 2>/dev/null | xargs -0 cat > /dev/null 2>&1 || true

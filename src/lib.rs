@@ -85,6 +85,22 @@ mod layering {
         );
     }
 
+    #[test]
+    fn only_the_agent_acts_through_respond() {
+        assert_never_names(
+            &[
+                "observe",
+                "judge",
+                "report",
+                "snapshot",
+                "safefs",
+                "signatures",
+            ],
+            &["crate::respond"],
+        );
+        assert_never_names(&["respond"], &["crate::agent", "crate::settings"]);
+    }
+
     /// The top-level modules each file under `src/` names (`crate::x`).
     fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
