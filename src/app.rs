@@ -228,6 +228,7 @@ fn sweep(args: SweepArgs) -> Result<Outcome> {
                 .map_err(|e| anyhow!("--hashes '{}': {e}", path.display()))?
         }
     };
+    let policy = Settings::analyze(args.config.as_deref())?;
     let rules = load_rules(args.rules.as_deref())?;
     let save = args.save.as_deref().map(PendingFile::create).transpose()?;
     minerwatch::sys::raise_fd_limit();
@@ -246,7 +247,7 @@ fn sweep(args: SweepArgs) -> Result<Outcome> {
         let json = serde_json::to_vec_pretty(&snapshot).context("serializing the snapshot")?;
         save.commit(&json)?;
     }
-    let report = judge::judge(&snapshot, &judge::Policy::default());
+    let report = judge::judge(&snapshot, &policy);
     emit(&report, &args.output)
 }
 

@@ -191,6 +191,10 @@ pub struct SweepArgs {
     /// Also load the .yar/.yara rule files in DIR (each in its own namespace).
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
+    /// Apply the [[allow]] rules of this agent config (and its conf.d/) to
+    /// the files: those giving only exe, path or sha256.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Known-bad SHA-256 hashes, one per line (64 hex digits, then an optional comment).
     #[arg(long, value_name = "FILE")]
     pub hashes: Option<PathBuf>,

@@ -324,18 +324,27 @@ impl Config {
         for (i, r) in self.allow.iter().enumerate() {
             if r.exe.is_none()
                 && r.sha256.is_none()
+                && r.path.is_none()
                 && r.user.is_none()
                 && r.name.is_none()
                 && r.container.is_none()
             {
                 return Err(format!(
-                    "allow[{i}] ({}) matches nothing: give exe, sha256, user, name or container",
+                    "allow[{i}] ({}) matches nothing: give exe, path, sha256, user, name or container",
                     r.reason
                 ));
             }
-            if r.name.is_some() && r.exe.is_none() && r.sha256.is_none() {
+            if r.name.is_some() && r.exe.is_none() && r.sha256.is_none() && r.path.is_none() {
                 return Err(format!(
-                    "allow[{i}] ({}) allows by process name alone, which any miner can take: add exe or sha256",
+                    "allow[{i}] ({}) allows by process name alone, which any miner can take: add exe, path or sha256",
+                    r.reason
+                ));
+            }
+            if let Some(p) = &r.path
+                && (!p.starts_with('/') || p.trim_end_matches('/').is_empty())
+            {
+                return Err(format!(
+                    "allow[{i}] ({}) path '{p}' must be an absolute file, or a directory ending in '/', other than /",
                     r.reason
                 ));
             }
@@ -436,6 +445,11 @@ mod tests {
             .expect_err("name-only allow")
             .to_string();
         assert!(e.contains("process name alone"), "{e}");
+        for (path, why) in [("\"/\"", "other than /"), ("\"opt/\"", "absolute")] {
+            std::fs::write(&bad, format!("[[allow]]\npath = {path}\nreason = \"x\"\n")).expect("w");
+            let e = Config::load(Some(&p)).expect_err("bad path").to_string();
+            assert!(e.contains("allow[1]") && e.contains(why), "{e}");
+        }
         std::fs::remove_file(bad).expect("rm");
         let (c, files) = Config::load(Some(&p)).expect("loads");
         assert_eq!(files.len(), 2);

@@ -230,6 +230,8 @@ pub fn run(
         reload: AtomicBool::new(false),
         cap: alerts::RateCap::shared(config.agent.max_events_per_minute),
         hostname: observe::host_name(&config.agent.root),
+        allow: std::sync::RwLock::new(Arc::new(config.allow.clone())),
+        root: config.agent.root.clone(),
     });
     let send = |events: &[Event]| watch::send(&shared, events);
     let drop_dirs: Vec<PathBuf> = config
@@ -286,6 +288,11 @@ pub fn run(
                         match shared.sinks.lock() {
                             Ok(mut g) => *g = new_sinks,
                             Err(p) => *p.into_inner() = new_sinks,
+                        }
+                        let allow = Arc::new(config.allow.clone());
+                        match shared.allow.write() {
+                            Ok(mut g) => *g = allow,
+                            Err(p) => *p.into_inner() = allow,
                         }
                         alerts::lock(&shared.cap).set(config.agent.max_events_per_minute);
                         cache = Cache::default();

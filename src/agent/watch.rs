@@ -27,6 +27,11 @@ pub struct Shared {
     /// The agent's one rate cap.
     pub cap: super::alerts::SharedCap,
     pub hostname: String,
+    /// The `[[allow]]` rules of the config in force (those about files
+    /// apply to what lands).
+    pub allow: RwLock<Arc<Vec<crate::judge::AllowRule>>>,
+    /// The host's root (`agent.root`): landed paths as the host names them.
+    pub root: PathBuf,
 }
 
 /// Sends events to every sink.
@@ -215,7 +220,22 @@ fn scan(
         return None;
     }
     let sha256 = crate::safefs::sha256_hex(buf);
-    let level = crate::judge::landed_file(&matches)?;
+    let allow = match shared.allow.read() {
+        Ok(a) => a.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let host_path = match path.strip_prefix(&shared.root) {
+        Ok(rest) => Path::new("/").join(rest),
+        Err(_) => path.to_path_buf(),
+    };
+    let meta_for_allow = crate::snapshot::FileMeta {
+        path: shown.clone(),
+        host_path: host_path.to_string_lossy().into_owned(),
+        sha256: sha256.clone(),
+        truncated,
+        ..Default::default()
+    };
+    let (level, allowed) = crate::judge::landed_file(&matches, &meta_for_allow, &allow)?;
     let file = LandedFile {
         path: shown,
         size: key.size,
@@ -224,6 +244,7 @@ fn scan(
         uid: meta.uid(),
         mode: format!("{:o}", meta.mode() & 0o7777),
         matches,
+        allowed,
     };
     let time = jiff::Timestamp::now().to_string();
     Some(Event::file_alert(&file, level, &time, &shared.hostname))

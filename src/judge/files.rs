@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Level;
+use super::policy::AllowRule;
 use super::signals::{Kind, Signal, Strength};
 use crate::snapshot::{FileMeta, PersistenceEntry, ProcessFacts, SweepFacts, SweepSkip, SweptFile};
 
@@ -57,6 +58,9 @@ pub struct FileFinding {
     /// The persistence entries that launch it or use it, as
     /// `kind path:line: text`.
     pub launched_by: Vec<String>,
+    /// Set when an allow rule capped this finding: the rule's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<String>,
 }
 
 fn dir_of(path: &str) -> &str {
@@ -200,11 +204,13 @@ fn runners(f: &SweptFile, processes: &[ProcessFacts]) -> Vec<String> {
 }
 
 /// Judges every swept file against the persistence entries of the host and
-/// the processes observed with it (`scan --sweep`).
+/// the processes observed with it (`scan --sweep`); the first allow rule
+/// about files that matches one caps its level (`clean` drops it).
 pub fn findings(
     files: &[SweptFile],
     entries: &[PersistenceEntry],
     processes: &[ProcessFacts],
+    allow: &[AllowRule],
 ) -> Vec<FileFinding> {
     // Directories of launched programs that hold a miner config: a RandomX
     // engine launched from there is that miner.
@@ -233,7 +239,7 @@ pub fn findings(
             launched_by.extend(running);
             let intent = signals.iter().any(|s| s.kind == Kind::Intent);
             let config_beside = config_dirs.contains(&dir_of(&f.meta.host_path));
-            let level = match (intent, launched_by.is_empty(), config_beside) {
+            let mut level = match (intent, launched_by.is_empty(), config_beside) {
                 (true, false, _) => Level::Miner,
                 (true, true, _) => Level::Suspicious,
                 (false, false, true) => Level::Miner,
@@ -258,12 +264,17 @@ pub fn findings(
                 Level::Suspicious => total.clamp(40, 59),
                 _ => total.min(39),
             };
-            Some(FileFinding {
+            let allowed = allow.iter().find(|r| r.allows_file(&f.meta)).map(|r| {
+                level = level.min(r.max_level);
+                r.note()
+            });
+            (level > Level::Clean).then(|| FileFinding {
                 file: f.meta.clone(),
                 level,
                 score,
                 signals,
                 launched_by,
+                allowed,
             })
         })
         .collect();
@@ -332,13 +343,13 @@ mod tests {
             config("/var/tmp/.x/config.json"),
             engine("/var/tmp/.x/kworker"),
         ];
-        let with = findings(&files, &[cron("/var/tmp/.x/kworker")], &[]);
+        let with = findings(&files, &[cron("/var/tmp/.x/kworker")], &[], &[]);
         assert!(with.iter().all(|f| f.level == Level::Miner), "{with:#?}");
         assert!(
             with.iter()
                 .all(|f| f.launched_by[0].contains("/fx/etc/crontab:3"))
         );
-        let without = findings(&files, &[], &[]);
+        let without = findings(&files, &[], &[], &[]);
         let level = |p: &str| {
             without
                 .iter()
@@ -356,6 +367,7 @@ mod tests {
             &[engine("/usr/bin/monerod")],
             &[cron("/usr/bin/monerod")],
             &[],
+            &[],
         );
         assert_eq!(f[0].level, Level::Notice, "{f:#?}");
         assert!(f[0].signals.iter().any(|s| s.id == "file.launched"));
@@ -369,13 +381,84 @@ mod tests {
             exe: Some("/fx/var/tmp/.x/kworker (deleted)".into()),
             ..ProcessFacts::default()
         };
-        let f = findings(&[config("/var/tmp/.x/config.json")], &[], &[p]);
+        let f = findings(&[config("/var/tmp/.x/config.json")], &[], &[p], &[]);
         assert_eq!(f[0].level, Level::Miner, "{f:#?}");
         assert_eq!(f[0].launched_by, ["running process 4242 kworker"]);
     }
 
     #[test]
     fn files_that_match_nothing_are_not_findings() {
-        assert!(findings(&[file("/tmp/a")], &[cron("/tmp/a")], &[]).is_empty());
+        assert!(findings(&[file("/tmp/a")], &[cron("/tmp/a")], &[], &[]).is_empty());
+    }
+
+    fn rule(f: impl FnOnce(&mut AllowRule)) -> AllowRule {
+        let mut r = AllowRule {
+            exe: None,
+            sha256: None,
+            path: None,
+            user: None,
+            name: None,
+            container: None,
+            max_level: Level::Notice,
+            reason: "our pool's test rig".into(),
+        };
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn allow_rules_about_files_cap_or_drop_swept_files() {
+        let files = [
+            config("/opt/rig/config.json"),
+            config("/var/tmp/.x/config.json"),
+        ];
+        let launched = [cron("/opt/rig/xmrig"), cron("/var/tmp/.x/kworker")];
+        let level = |allow: &[AllowRule], p: &str| {
+            findings(&files, &launched, &[], allow)
+                .iter()
+                .find(|f| f.file.host_path == p)
+                .map(|f| (f.level, f.allowed.clone()))
+        };
+        // A directory rule caps what lies under it, and only that.
+        let dir = [rule(|r| r.path = Some("/opt/rig/".into()))];
+        let capped = level(&dir, "/opt/rig/config.json").expect("still a finding");
+        assert_eq!(capped.0, Level::Notice);
+        assert!(capped.1.is_some_and(|n| n.contains("our pool's test rig")));
+        assert_eq!(
+            level(&dir, "/var/tmp/.x/config.json"),
+            Some((Level::Miner, None))
+        );
+        // A prefix that is not a directory boundary does not match.
+        let near = [rule(|r| r.path = Some("/opt/ri/".into()))];
+        assert_eq!(
+            level(&near, "/opt/rig/config.json").map(|l| l.0),
+            Some(Level::Miner)
+        );
+        // max_level clean drops the file; exe names one file exactly.
+        let gone = [rule(|r| {
+            r.exe = Some("/opt/rig/config.json".into());
+            r.max_level = Level::Clean;
+        })];
+        assert_eq!(level(&gone, "/opt/rig/config.json"), None);
+        assert!(level(&gone, "/var/tmp/.x/config.json").is_some());
+        // A hash matches only a file read whole.
+        let hash = [rule(|r| r.sha256 = Some("0".repeat(64)))];
+        assert_eq!(
+            level(&hash, "/opt/rig/config.json").map(|l| l.0),
+            Some(Level::Notice)
+        );
+        let mut partial = files.clone();
+        partial[0].meta.truncated = true;
+        let f = findings(&partial, &launched, &[], &hash);
+        assert_eq!(f.iter().filter(|f| f.level == Level::Miner).count(), 1);
+        // A rule that also names a user or process is about processes only.
+        let by_user = [rule(|r| {
+            r.path = Some("/opt/rig/".into());
+            r.user = Some("root".into());
+        })];
+        assert_eq!(
+            level(&by_user, "/opt/rig/config.json").map(|l| l.0),
+            Some(Level::Miner)
+        );
     }
 }

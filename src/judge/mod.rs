@@ -172,7 +172,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
                 .find(|r| r.allows(p, &process))
                 .map(|r| {
                     level = level.min(r.max_level);
-                    format!("{} (allow rule caps it at {})", r.reason, r.max_level)
+                    r.note()
                 });
             (level > Level::Clean).then_some(Finding {
                 pid: p.pid,
@@ -200,6 +200,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
                 &s.files,
                 &snapshot.host_facts.persistence,
                 &snapshot.processes,
+                &policy.allow,
             )
         })
         .unwrap_or_default();
@@ -251,9 +252,22 @@ fn summary(p: &ProcessFacts, snapshot: &HostSnapshot) -> ProcessSummary {
 
 /// The level of a file that landed in a watched directory (the agent's
 /// `watch_dirs`) and matched these rules: any rule match there is worth a
-/// look, since the file is not yet running; `None` without a match.
-pub fn landed_file(matches: &[crate::snapshot::RuleMatch]) -> Option<Level> {
-    (!matches.is_empty()).then_some(Level::Suspicious)
+/// look, since the file is not yet running; `None` without a match. The
+/// first allow rule about files that matches it caps the level (`None` at
+/// `clean`) and gives its note.
+pub fn landed_file(
+    matches: &[crate::snapshot::RuleMatch],
+    file: &crate::snapshot::FileMeta,
+    allow: &[AllowRule],
+) -> Option<(Level, Option<String>)> {
+    if matches.is_empty() {
+        return None;
+    }
+    match allow.iter().find(|r| r.allows_file(file)) {
+        Some(r) => (r.max_level > Level::Clean)
+            .then(|| (r.max_level.min(Level::Suspicious), Some(r.note()))),
+        None => Some((Level::Suspicious, None)),
+    }
 }
 
 /// Combines one process's signals into a level and a score (0–100).

@@ -188,6 +188,9 @@ pub struct LandedFile {
     /// Octal permission bits, e.g. "755".
     pub mode: String,
     pub matches: Vec<crate::snapshot::RuleMatch>,
+    /// Set when an allow rule capped the alert: the rule's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<String>,
 }
 
 /// The agent's own figures, every `agent.heartbeat_secs`.

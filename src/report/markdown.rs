@@ -299,6 +299,9 @@ impl Render for Markdown {
                         f.level,
                         f.score
                     )?;
+                    if let Some(reason) = &f.allowed {
+                        writeln!(out, "Allowed: {}\n", md(reason))?;
+                    }
                     writeln!(
                         out,
                         "| signal | strength | kind | weight | evidence |\n|---|---|---|---|---|"

@@ -66,6 +66,9 @@ impl Text {
         if let Some(c) = &p.container {
             writeln!(out, "{indent}container {}", clean(c))?;
         }
+        if let Some(reason) = &f.allowed {
+            writeln!(out, "{indent}allowed  {}", clean(reason))?;
+        }
         // Evidence against (it comes first) is always shown, beside the
         // strongest evidence for.
         let against = f
@@ -128,6 +131,9 @@ impl Text {
             f.file.mode
         )?;
         writeln!(out, "{indent}sha256   {}", f.file.sha256)?;
+        if let Some(reason) = &f.allowed {
+            writeln!(out, "{indent}allowed  {}", clean(reason))?;
+        }
         for s in &f.signals {
             writeln!(
                 out,

@@ -165,9 +165,10 @@ fn agent_alerts_on_a_miner_resolves_it_survives_bad_rules_and_stops_fast() {
         &events,
         1.0,
         &format!(
-            "cpu_budget_percent = 100\nrules_dir = \"{}\"\nwatch_dirs = [\"{}\"]",
+            "cpu_budget_percent = 100\nrules_dir = \"{}\"\nwatch_dirs = [\"{}\"]\n\n[[allow]]\nexe = \"{}\"\nmax_level = \"notice\"\nreason = \"our own build\"",
             d.join("rules").display(),
-            d.join("drop").display()
+            d.join("drop").display(),
+            d.join("drop/ours").display()
         ),
     );
     let check = Command::new(BIN)
@@ -190,6 +191,8 @@ wait_for '"path":"{dir}/drop/.x"'
 # Written in two bursts a second apart, then closed: one drop, one alert.
 {{ cat {xmrig_like}; sleep 1; echo more; }} > {dir}/drop/.y
 wait_for '"path":"{dir}/drop/.y"'
+cp {xmrig_like} {dir}/drop/ours && chmod +x {dir}/drop/ours
+wait_for '"path":"{dir}/drop/ours"'
 cp /usr/lib/x86_64-linux-gnu/librandomx.so.0 {dir}/drop/kdevtmpfsi
 chmod +x {dir}/drop/kdevtmpfsi
 wait_for '"path":"{dir}/drop/kdevtmpfsi"'
@@ -277,6 +280,23 @@ kill -0 $A && echo "alive after bad rules""#,
         .filter(|e| e["type"] == "alert" && e["file"]["path"] == y_path.as_str())
         .count();
     assert_eq!(y_alerts, 1, "{context}");
+    // The allow rule naming one landed file caps its alert and says why.
+    let ours = d.join("drop/ours").display().to_string();
+    let ours = lines
+        .iter()
+        .find(|e| e["type"] == "alert" && e["file"]["path"] == ours.as_str())
+        .expect("alert for drop/ours");
+    assert_eq!(ours["level"], "notice", "{ours}");
+    assert_eq!(
+        ours["file"]["allowed"],
+        "our own build (allow rule caps it at notice)"
+    );
+    assert!(
+        lines.iter().any(|e| e["type"] == "alert"
+            && e["file"]["path"] == x_path.as_str()
+            && e["level"] == "suspicious"),
+        "{context}"
+    );
     let err = lines
         .iter()
         .find(|e| e["type"] == "rules_error")

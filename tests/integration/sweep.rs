@@ -140,6 +140,83 @@ fn a_dormant_miner_started_by_cron_is_miner_and_without_the_cron_line_suspicious
 }
 
 #[test]
+fn allow_rules_of_the_config_cap_the_swept_files_they_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let sha = plant_dormant_miner(&root);
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    std::fs::write(
+        root.join("etc/crontab"),
+        "@reboot root /var/tmp/.x/kworker -B\n",
+    )
+    .expect("crontab");
+    let r = root.to_str().expect("utf-8 path");
+    let config = tmp.path().join("minerwatch.toml");
+    let c = config.to_str().expect("utf-8 path");
+
+    // The directory allowed up to notice: both files stay, capped, and say why.
+    std::fs::write(
+        &config,
+        "[[allow]]\npath = \"/var/tmp/.x/\"\nmax_level = \"notice\"\nreason = \"our benchmark rig\"\n",
+    )
+    .expect("config");
+    // The cron line itself stays a suspect host finding: it runs a program
+    // from a hidden directory in /var/tmp, whatever the files are.
+    let rep = json_out(&sweep(&["--root", r, "--config", c, "--format", "json"]), 1);
+    assert_eq!(rep["verdict"], "suspicious", "{rep:#}");
+    assert!(
+        rep["host_findings"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|f| f["id"] == "host.persistence")),
+        "{rep:#}"
+    );
+    for f in rep["file_findings"].as_array().expect("findings") {
+        assert_eq!(f["level"], "notice", "{f:#}");
+        assert!(
+            f["allowed"]
+                .as_str()
+                .is_some_and(|a| a.contains("our benchmark rig")),
+            "{f:#}"
+        );
+    }
+    let text = sweep(&["--root", r, "--config", c]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("allowed  our benchmark rig"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
+    // The worker's hash allowed away: the config beside it is still the miner.
+    std::fs::write(
+        &config,
+        format!(
+            "[[allow]]\nsha256 = \"{sha}\"\nmax_level = \"clean\"\nreason = \"signed build\"\n"
+        ),
+    )
+    .expect("config");
+    let rep = json_out(&sweep(&["--root", r, "--config", c, "--format", "json"]), 1);
+    assert_eq!(level_of(&rep, "/var/tmp/.x/config.json"), "miner");
+    assert!(
+        !rep["file_findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .any(|f| f["host_path"] == "/var/tmp/.x/kworker"),
+        "{rep:#}"
+    );
+
+    // A rule that would allow everything is refused, naming the rule.
+    std::fs::write(&config, "[[allow]]\npath = \"/\"\nreason = \"all\"\n").expect("config");
+    let out = sweep(&["--root", r, "--config", c]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allow[0]") && err.contains("path '/'"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_hostile_tree_is_swept_to_the_end_with_every_skip_counted() {
     let _heavy = support::heavy_lock();
     let tmp = tempfile::tempdir().expect("tempdir");

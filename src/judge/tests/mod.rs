@@ -595,6 +595,7 @@ fn allow_rules_cap_or_suppress_and_say_so() {
     let rule = AllowRule {
         exe: Some("/usr/bin/monerod".into()),
         sha256: None,
+        path: None,
         user: None,
         name: None,
         container: None,
@@ -622,6 +623,23 @@ fn allow_rules_cap_or_suppress_and_say_so() {
         ..Policy::default()
     };
     assert!(judge(&s, &policy).findings.is_empty());
+    // A directory: its executable lies under it, not beside it.
+    let under = |dir: &str| Policy {
+        allow: vec![AllowRule {
+            exe: None,
+            path: Some(dir.into()),
+            ..rule.clone()
+        }],
+        ..Policy::default()
+    };
+    assert_eq!(
+        judge(&s, &under("/usr/bin/")).findings[0].level,
+        Level::Notice
+    );
+    assert_eq!(
+        judge(&s, &under("/usr/bi/")).findings[0].level,
+        Level::Suspicious
+    );
     // A deleted executable at the allowed path is not the allowed program.
     s.processes[0].exe = Some("/usr/bin/monerod (deleted)".into());
     let policy = Policy {
@@ -651,4 +669,58 @@ fn bursty_cpu_counts_through_agent_history() {
     // Too little history: no verdict on it.
     p.cpu.history.truncate(3);
     assert_eq!(judge1(&with(p)).0, Level::Notice);
+}
+
+#[test]
+fn landed_files_are_suspicious_unless_an_allow_rule_about_files_caps_them() {
+    use crate::judge::{AllowRule, landed_file};
+    use crate::snapshot::{FileMeta, RuleMatch};
+    let hit = [RuleMatch {
+        rule: "xmrig_identity_strings".into(),
+        category: "miner".into(),
+        ..RuleMatch::default()
+    }];
+    let file = FileMeta {
+        path: "/tmp/build/xmrig".into(),
+        host_path: "/tmp/build/xmrig".into(),
+        sha256: "ab".repeat(32),
+        ..FileMeta::default()
+    };
+    assert_eq!(landed_file(&[], &file, &[]), None);
+    assert_eq!(
+        landed_file(&hit, &file, &[]),
+        Some((Level::Suspicious, None))
+    );
+    let rule = AllowRule {
+        exe: None,
+        sha256: None,
+        path: Some("/tmp/build/".into()),
+        user: None,
+        name: None,
+        container: None,
+        max_level: Level::Notice,
+        reason: "CI builds".into(),
+    };
+    let capped = landed_file(&hit, &file, std::slice::from_ref(&rule));
+    assert_eq!(
+        capped,
+        Some((
+            Level::Notice,
+            Some("CI builds (allow rule caps it at notice)".into())
+        ))
+    );
+    let gone = AllowRule {
+        max_level: Level::Clean,
+        ..rule.clone()
+    };
+    assert_eq!(landed_file(&hit, &file, &[gone]), None);
+    // A rule that also names a user is about processes.
+    let by_user = AllowRule {
+        user: Some("ci".into()),
+        ..rule
+    };
+    assert_eq!(
+        landed_file(&hit, &file, &[by_user]),
+        Some((Level::Suspicious, None))
+    );
 }
