@@ -299,6 +299,7 @@ fn collect(args: CollectArgs) -> Result<Outcome> {
             args.out.display()
         );
     }
+    check_out_dir(&args.out)?;
     let (snapshot, report, opts) = judge_pids(&args.pids, &args.judge)?;
     // The scope as observed: each pid and its descendants.
     let mut members: Vec<i32> = snapshot.processes.iter().map(|p| p.pid).collect();
@@ -346,6 +347,23 @@ fn collect(args: CollectArgs) -> Result<Outcome> {
     };
     write_stdout(text.as_bytes())?;
     Ok(Outcome::Clean)
+}
+
+/// Refuses a bundle path whose directory does not exist, before anything
+/// is scanned or frozen.
+fn check_out_dir(out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "--out '{}': directory '{}' does not exist: give a path in an existing directory",
+            out.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The pids of the `miner` findings of a JSON report.
@@ -412,6 +430,9 @@ fn contain(args: ContainArgs) -> Result<Outcome> {
             "--out '{}' exists: a bundle is never written over a file; give a new name",
             out.display()
         );
+    }
+    if args.yes {
+        check_out_dir(&out)?;
     }
     let pid_strings: Vec<String> = pids.iter().map(i32::to_string).collect();
     let (snapshot, report, collect) = judge_pids(&pid_strings, &args.judge)?;

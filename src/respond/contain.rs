@@ -356,7 +356,9 @@ fn failed(step: &str, target: String, before: String, error: String) -> Action {
 
 /// Carries out `plan`. Returns every action, failed ones included; an
 /// error only when nothing could be done safely (a tree that did not
-/// freeze is not collected from or killed blind: it is reported).
+/// freeze is not collected from or killed blind: it is reported). When the
+/// bundle cannot be written, kill, quarantine and persistence are skipped
+/// (failed, with the reason) and the trees stay frozen.
 pub fn execute(
     plan: &Plan,
     snapshot: &HostSnapshot,
@@ -441,7 +443,9 @@ pub fn execute(
     let frozen: Vec<i32> = trees.iter().flat_map(|(_, m)| m.keys().copied()).collect();
     let plan_json = serde_json::to_vec_pretty(plan).unwrap_or_default();
     let extra = vec![("contain/plan.json".to_string(), plan_json)];
-    match bundle::collect(snapshot, report, &frozen, &extra, &req.collect, &req.out) {
+    let collected = bundle::collect(snapshot, report, &frozen, &extra, &req.collect, &req.out);
+    let bundle_error = collected.as_ref().err().map(|e| e.to_string());
+    match collected {
         Ok(m) => log.push(ok(
             "collect",
             req.out.display().to_string(),
@@ -460,6 +464,32 @@ pub fn execute(
             "no bundle".into(),
             e.to_string(),
         )),
+    }
+    // Without the bundle nothing that destroys evidence is done: the trees
+    // stay frozen (their memory, the executable, the persistence files) for
+    // another try with a writable --out.
+    if let Some(e) = bundle_error {
+        let why = format!(
+            "skipped: the evidence bundle was not written ({e}); the trees stay frozen: contain them again with an --out that can be written (and --force, since frozen they no longer look busy)"
+        );
+        let mut skip = |step: &str, target: String| {
+            log.push(failed(step, target, "as before".into(), why.clone()));
+        };
+        for (t, _) in &trees {
+            if req.kill {
+                skip("kill", format!("tree of {}", t.pid));
+            }
+            if req.quarantine.is_some() {
+                skip("quarantine", format!("the executable of {}", t.pid));
+            }
+            if req.disable_persistence && (!t.persistence.is_empty() || !t.preload.is_empty()) {
+                skip(
+                    "disable-persistence",
+                    format!("the persistence of {}", t.pid),
+                );
+            }
+        }
+        return log;
     }
     // 3. Kill.
     if req.kill {
@@ -663,7 +693,10 @@ fn disable_entry(e: &PersistenceEntry, root: &Path) -> Vec<Action> {
                 line.trim_end()
             ));
         }
-        let stamp = format!("{MARKER} {}: disabled: ", jiff::Timestamp::now());
+        let stamp = format!(
+            "{MARKER} {}: disabled: ",
+            jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        );
         let mut j = i;
         while let Some(l) = lines.get_mut(j) {
             let continued = l.trim_end().ends_with('\\');

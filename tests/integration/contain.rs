@@ -277,9 +277,9 @@ fn contain_plans_then_freezes_collects_kills_quarantines_and_disables_the_cron_l
     drop(cg);
 }
 
-#[test]
-fn a_tree_without_its_own_cgroup_is_stopped_member_by_member() {
-    // A benign shell and two children, contained by --force: SIGSTOP each.
+/// A benign shell with two sleeping children, started by the test; the
+/// children's pids once both exist.
+fn benign_tree() -> (Child, Vec<i32>) {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "sleep 60 & sleep 60 & wait"]);
     let sh = Child::spawn(cmd).expect("sh");
@@ -296,6 +296,13 @@ fn a_tree_without_its_own_cgroup_is_stopped_member_by_member() {
     }
     let kids = children();
     assert_eq!(kids.len(), 2);
+    (sh, kids)
+}
+
+#[test]
+fn a_tree_without_its_own_cgroup_is_stopped_member_by_member() {
+    // A benign shell and two children, contained by --force: SIGSTOP each.
+    let (sh, kids) = benign_tree();
     let tmp = tempfile::tempdir().expect("tmp");
     let b = tmp.path().join("b.tar.gz");
     let pid_s = sh.pid().to_string();
@@ -322,6 +329,96 @@ fn a_tree_without_its_own_cgroup_is_stopped_member_by_member() {
     }
     assert!(member(&b, &format!("proc/{}/status", kids[0])).is_some());
     drop(sh); // SIGKILLs the group: stopped processes die too
+}
+
+/// A 64 KiB tmpfs the test mounted, too small for any bundle; unmounted on
+/// drop, also when the test fails.
+struct TinyTmpfs(tempfile::TempDir);
+
+impl TinyTmpfs {
+    fn new() -> TinyTmpfs {
+        let dir = tempfile::tempdir().expect("tmp");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount (run the tests as root)");
+        assert!(st.success(), "mount a tmpfs (run the tests as root)");
+        TinyTmpfs(dir)
+    }
+}
+
+impl Drop for TinyTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_bundle_that_cannot_be_written_leaves_the_tree_frozen_and_unkilled() {
+    let (sh, kids) = benign_tree();
+    let full = TinyTmpfs::new();
+    let b = full.0.path().join("b.tar.gz");
+    let pid_s = sh.pid().to_string();
+    let out = run(&[
+        "contain",
+        &pid_s,
+        "--force",
+        &pid_s,
+        "--window",
+        "0.2",
+        "--yes",
+        "--kill",
+        "--out",
+        &b.to_string_lossy(),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("skipped: the evidence bundle was not written"),
+        "{text}"
+    );
+    // Not killed: stopped, waiting for another try with a writable --out.
+    for p in std::iter::once(sh.pid()).chain(kids.iter().copied()) {
+        assert_eq!(state(p), 'T', "{p} not left stopped: {text}");
+    }
+    assert!(!b.exists(), "a partial bundle was left behind");
+    let left: Vec<_> = std::fs::read_dir(full.0.path())
+        .expect("read tmpfs")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    drop(sh); // SIGKILLs the group: stopped processes die too
+}
+
+#[test]
+fn collect_and_contain_refuse_an_out_in_a_missing_directory() {
+    let (sh, _kids) = benign_tree();
+    let pid_s = sh.pid().to_string();
+    for args in [
+        vec![
+            "collect",
+            "--pid",
+            &pid_s,
+            "--out",
+            "/nonexistent-mw/b.tar.gz",
+        ],
+        vec![
+            "contain",
+            &pid_s,
+            "--force",
+            &pid_s,
+            "--yes",
+            "--out",
+            "/nonexistent-mw/b.tar.gz",
+        ],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    }
+    // Refused before anything was done: the tree still runs.
+    assert_ne!(state(sh.pid()), 'T');
 }
 
 #[test]
