@@ -228,10 +228,14 @@ fn leftovers(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
 /// Cron lines, systemd units and rc.local that launch a miner.
 fn persistence_findings(snap: &HostSnapshot, suspects: &[Suspect<'_>], out: &mut Vec<HostFinding>) {
     for Suspect { entry: e, reasons } in suspects {
-        let launched: Vec<String> = e
-            .program()
-            .map(|exe| launched_by(snap, exe))
-            .unwrap_or_default();
+        let mut launched: Vec<String> = Vec::new();
+        for exe in &e.programs {
+            for p in launched_by(snap, exe) {
+                if !launched.contains(&p) {
+                    launched.push(p);
+                }
+            }
+        }
         let mut evidence = format!(
             "{} {}:{} `{}`: {}",
             e.kind,
@@ -517,6 +521,21 @@ mod tests {
             .iter()
             .find(|p| p.pid == 777)
             .expect("the miner");
+        let sig = crate::judge::signals::detect(p, &s, &Policy::default());
+        assert!(sig.iter().any(|x| x.id == "persist.launcher"), "{sig:?}");
+
+        // The watchdog line that restarts it: the miner is its second program.
+        s.host_facts.persistence[0].text =
+            "*/30 * * * * root pgrep -x kdevtmpfsi || /tmp/.x/kdevtmpfsi".into();
+        s.host_facts.persistence[0].programs = vec!["pgrep".into(), "/tmp/.x/kdevtmpfsi".into()];
+        s.host_facts.persistence[0].at_reboot = false;
+        let f = findings(&s);
+        assert!(
+            f[0].evidence.contains("launches running process 777"),
+            "{}",
+            f[0].evidence
+        );
+        let p = &s.processes[s.processes.len() - 1];
         let sig = crate::judge::signals::detect(p, &s, &Policy::default());
         assert!(sig.iter().any(|x| x.id == "persist.launcher"), "{sig:?}");
     }

@@ -155,7 +155,7 @@ fn hiding(
     };
     let launchers: Vec<String> = persistence
         .iter()
-        .filter(|s| s.entry.program() == Some(exe))
+        .filter(|s| s.entry.programs.iter().any(|p| p == exe))
         .map(|s| format!("{} {}:{}", s.entry.kind, s.entry.path, s.entry.line))
         .collect();
     if !launchers.is_empty() {
