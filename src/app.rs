@@ -139,6 +139,7 @@ fn scan(args: ScanArgs) -> Result<Outcome> {
         config: args.config.as_deref(),
         no_memory: args.no_memory,
         no_ptrace: args.no_ptrace,
+        host_checks: args.host_checks,
         root: &args.root,
         proc_root: &args.proc_root,
     })?;
@@ -264,6 +265,7 @@ fn judge_pids(
         config: args.config.as_deref(),
         no_memory: false,
         no_ptrace: false,
+        host_checks: args.host_checks,
         root: &args.root,
         proc_root: &args.proc_root,
     })?;

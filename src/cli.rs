@@ -141,6 +141,12 @@ pub struct ScanArgs {
     /// Limit the scan to this process and its descendants (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<String>,
+    /// With --pid: also run and judge the host-wide checks that do not
+    /// concern the scope (hidden processes, huge pages and other leftovers,
+    /// persistence that launches nothing in scope); a whole-host scan runs
+    /// them always.
+    #[arg(long)]
+    pub host_checks: bool,
     /// Also load the .yar/.yara rule files in DIR (each in its own namespace).
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
@@ -242,6 +248,12 @@ pub struct JudgeArgs {
     /// Where procfs is mounted.
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,
+    /// With --pid: also run and judge the host-wide checks that do not
+    /// concern the scope (hidden processes, huge pages and other leftovers,
+    /// persistence that launches nothing in scope); a whole-host scan runs
+    /// them always.
+    #[arg(long)]
+    pub host_checks: bool,
     /// Cap on the bytes of one bundle member (K, M, G suffixes).
     #[arg(long, default_value = "256M", value_name = "BYTES")]
     pub max_member_size: String,

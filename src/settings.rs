@@ -60,6 +60,8 @@ pub struct ScanFlags<'a> {
     pub config: Option<&'a Path>,
     pub no_memory: bool,
     pub no_ptrace: bool,
+    /// `--host-checks`: a `--pid` scan runs every host check.
+    pub host_checks: bool,
     pub root: &'a Path,
     pub proc_root: &'a Path,
 }
@@ -90,6 +92,7 @@ impl Settings {
                 root: flags.root.to_path_buf(),
                 memory: !flags.no_memory && config.scan.memory,
                 ptrace: !flags.no_ptrace && config.scan.ptrace,
+                scoped_host_checks: !flags.host_checks,
                 ..observe::Options::default()
             },
             policy: policy(&config),
@@ -172,6 +175,7 @@ mod tests {
             config: None,
             no_memory: false,
             no_ptrace: false,
+            host_checks: false,
             root: Path::new("/"),
             proc_root: Path::new("/proc"),
         }

@@ -16,6 +16,25 @@ pub fn findings(
     persistence: &[Suspect<'_>],
 ) -> Vec<HostFinding> {
     let mut out = Vec::new();
+    if snap.scoped_host_checks {
+        // A --pid scan: only what concerns its scope. A scoped pid hidden
+        // or mounted over; ld.so.preload, which loads into every process in
+        // it; a persistence entry that launches one of them.
+        hiding(snap, &mut out);
+        preloads(snap, policy, &mut out);
+        let launching: Vec<Suspect<'_>> = persistence
+            .iter()
+            .filter(|s| {
+                s.entry
+                    .programs
+                    .iter()
+                    .any(|exe| !launched_by(snap, exe).is_empty())
+            })
+            .cloned()
+            .collect();
+        persistence_findings(snap, &launching, &mut out);
+        return out;
+    }
     hidden_cpu(snap, &mut out);
     hiding(snap, &mut out);
     preloads(snap, policy, &mut out);
@@ -46,7 +65,12 @@ fn hiding(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
     // A hidden process that was observed is reported in its own finding
     // (proc.hidden); only one nothing could be read of is a host finding.
     let observed = |pid: i32| snap.processes.iter().any(|p| p.pid == pid);
-    for hp in h.hidden_pids.iter().filter(|hp| !observed(hp.pid)) {
+    let concerns = |pid: i32| !snap.scoped_host_checks || snap.scope.contains(&pid);
+    for hp in h
+        .hidden_pids
+        .iter()
+        .filter(|hp| !observed(hp.pid) && concerns(hp.pid))
+    {
         push(
             out,
             "host.hidden_process",
@@ -60,7 +84,30 @@ fn hiding(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
             ),
         );
     }
-    for m in &h.proc_pid_mounts {
+    proc_mounts(snap, out);
+    if let Some(opt) = h.hidepid.as_ref().filter(|_| !snap.scoped_host_checks) {
+        push(
+            out,
+            "host.hidepid",
+            Level::Notice,
+            format!("/proc is mounted with hidepid={opt}: users cannot see each other's processes"),
+        );
+    }
+}
+
+/// Mounts over /proc/PID; in a `--pid` scan only those over a pid in scope.
+fn proc_mounts(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
+    let in_scope = |m: &str| {
+        // "/proc/1234" or "/proc/1234/fd": the first all-digit component.
+        let pid = m.split('/').find_map(|c| c.parse::<i32>().ok());
+        pid.is_some_and(|pid| {
+            snap.scope.contains(&pid) || snap.processes.iter().any(|p| p.pid == pid)
+        })
+    };
+    for m in &snap.host_facts.proc_pid_mounts {
+        if snap.scoped_host_checks && !in_scope(m) {
+            continue;
+        }
         push(
             out,
             "host.proc_mount",
@@ -68,14 +115,6 @@ fn hiding(snap: &HostSnapshot, out: &mut Vec<HostFinding>) {
             format!(
                 "a filesystem is mounted over {m}, hiding that process's details from every tool (see /proc/self/mountinfo)"
             ),
-        );
-    }
-    if let Some(opt) = &h.hidepid {
-        push(
-            out,
-            "host.hidepid",
-            Level::Notice,
-            format!("/proc is mounted with hidepid={opt}: users cannot see each other's processes"),
         );
     }
 }
@@ -538,6 +577,67 @@ mod tests {
         let p = &s.processes[s.processes.len() - 1];
         let sig = crate::judge::signals::detect(p, &s, &Policy::default());
         assert!(sig.iter().any(|x| x.id == "persist.launcher"), "{sig:?}");
+    }
+
+    #[test]
+    fn a_pid_scope_keeps_only_the_host_findings_that_concern_it() {
+        let mut s = snap(0, &[]);
+        s.processes.push(ProcessFacts {
+            pid: 777,
+            comm: "kdevtmpfsi".into(),
+            exe: Some("/tmp/.x/kdevtmpfsi".into()),
+            ..ProcessFacts::default()
+        });
+        let cron = |line: u32, program: &str| PersistenceEntry {
+            kind: "cron".into(),
+            path: "/etc/crontab".into(),
+            line,
+            text: format!("@reboot root {program}"),
+            command: format!("root {program}"),
+            programs: vec![program.into()],
+            at_reboot: true,
+            ..PersistenceEntry::default()
+        };
+        s.host_facts.persistence = vec![cron(3, "/tmp/.x/kdevtmpfsi"), cron(4, "/tmp/.y/other")];
+        // Another program's huge pages, a hidden pid, a mount over another
+        // pid and one over ours.
+        s.host_facts.hugepages.nr_hugepages = 1168;
+        s.host_facts.hugepages.free = 1168;
+        s.host_facts.hugepages.size_kib = 2048;
+        s.host_facts.hidden_pids = vec![HiddenPid {
+            pid: 4321,
+            seen_by: vec!["kill(0)/stat".into()],
+            missing_from: vec!["readdir".into()],
+        }];
+        s.host_facts.proc_pid_mounts = vec!["/proc/4321".into(), "/proc/777".into()];
+        s.host_facts.hidepid = Some("2".into());
+        let whole = ids(&findings(&s));
+        assert_eq!(whole.len(), 7, "{whole:?}");
+
+        s.scope = vec![777];
+        s.scoped_host_checks = true;
+        let f = findings(&s);
+        assert_eq!(
+            ids(&f),
+            vec![
+                ("host.proc_mount".into(), Level::Suspicious),
+                ("host.persistence".into(), Level::Suspicious),
+            ],
+            "{f:?}"
+        );
+        assert!(f[0].evidence.contains("/proc/777"), "{}", f[0].evidence);
+        assert!(f[1].evidence.contains("crontab:3"), "{}", f[1].evidence);
+        // ld.so.preload loads into every process in scope: kept.
+        s.host_facts.ld_so_preload = Some(PreloadFile {
+            path: "/etc/ld.so.preload".into(),
+            entries: vec!["/dev/shm/.l/libsystem.so".into()],
+            ..PreloadFile::default()
+        });
+        assert!(
+            ids(&findings(&s))
+                .iter()
+                .any(|(id, _)| id == "host.ld_so_preload")
+        );
     }
 
     #[test]

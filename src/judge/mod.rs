@@ -106,6 +106,10 @@ pub struct Report {
     pub processes_judged: usize,
     /// The `--pid` scope, empty for the whole host.
     pub scope: Vec<i32>,
+    /// Only the host checks about the scope were judged (`--pid` without
+    /// `--host-checks`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scoped_host_checks: bool,
     /// Files on disk at `notice` or above, highest level first (a sweep).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub file_findings: Vec<files::FileFinding>,
@@ -222,6 +226,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
         coverage: snapshot.coverage.clone(),
         processes_judged: snapshot.processes.len(),
         scope: snapshot.scope.clone(),
+        scoped_host_checks: snapshot.scoped_host_checks,
         file_findings,
         sweep: snapshot.sweep.as_ref().map(files::SweepCoverage::of),
     }

@@ -111,6 +111,7 @@ fn regenerate_snapshot_fixtures() {
             binaries: Vec::new(),
             rules: RulesInfo::default(),
             scope: Vec::new(),
+            scoped_host_checks: false,
             coverage: Coverage {
                 processes: 1,
                 ..Coverage::default()

@@ -64,6 +64,10 @@ pub struct Options {
     /// Run the host-wide checks (listings and brute force, leftovers,
     /// persistence); the agent runs them every few minutes only.
     pub host_checks: bool,
+    /// Only the host checks that concern the `pids` scope: the pid brute
+    /// force asks about those pids only, and the snapshot says so (`scan
+    /// --pid` without `--host-checks`).
+    pub scoped_host_checks: bool,
     /// How long a candidate's rounding-mode and memory results stay valid
     /// in a [`Cache`].
     pub recheck: Duration,
@@ -86,6 +90,7 @@ impl Default for Options {
             ptrace: true,
             memory_budget: memscan::Budget::default(),
             host_checks: true,
+            scoped_host_checks: false,
             recheck: Duration::from_secs(300),
             pid_sweep_slices: 0,
             stop: None,
@@ -226,6 +231,7 @@ pub fn observe_with(
         processes,
         binaries: cache.binaries(),
         rules: sigs.info().clone(),
+        scoped_host_checks: opts.scoped_host_checks && !scope_pids.is_empty(),
         scope: scope_pids,
         coverage: gaps.into_coverage(in_scope),
         host_facts,
@@ -242,6 +248,9 @@ type HostChecks = std::thread::JoinHandle<(HostFacts, Vec<(String, String)>)>;
 /// follows the last one (the agent) or covers every pid (a scan).
 fn start_host_checks(opts: &Options, store: &Cache) -> Option<HostChecks> {
     let sweep = match (&store.sweep, opts.pid_sweep_slices) {
+        _ if opts.scoped_host_checks && !opts.pids.is_empty() => {
+            host::Sweep::Pids(opts.pids.clone())
+        }
         (_, 0) => host::Sweep::Full,
         (None, slices) => host::Sweep::Rolling {
             last_pid: None,

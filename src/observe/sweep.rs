@@ -301,6 +301,7 @@ pub fn observe_sweep(opts: &SweepOptions, sigs: &Signatures) -> crate::snapshot:
         binaries: Vec::new(),
         rules: sigs.info().clone(),
         scope: Vec::new(),
+        scoped_host_checks: false,
         coverage: crate::snapshot::Coverage {
             errors: gaps
                 .into_iter()

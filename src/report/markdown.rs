@@ -146,7 +146,12 @@ impl Render for Markdown {
             "the whole host".to_string()
         } else {
             let pids: Vec<String> = report.scope.iter().map(i32::to_string).collect();
-            format!("--pid {} and descendants", pids.join(", "))
+            let host = if report.scoped_host_checks {
+                " (host-wide checks: only those about them; `--host-checks` for all)"
+            } else {
+                ""
+            };
+            format!("--pid {} and descendants{host}", pids.join(", "))
         };
         writeln!(out, "| | |\n|---|---|")?;
         let sweep_only = report.sweep.is_some() && report.processes_judged == 0;

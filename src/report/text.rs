@@ -197,7 +197,12 @@ impl Render for Text {
             String::new()
         } else {
             let pids: Vec<String> = report.scope.iter().map(i32::to_string).collect();
-            format!(" (scope: --pid {} and descendants)", pids.join(", "))
+            let host = if report.scoped_host_checks {
+                "; host checks about them only"
+            } else {
+                ""
+            };
+            format!(" (scope: --pid {} and descendants{host})", pids.join(", "))
         };
         if report.sweep.is_some() && report.processes_judged == 0 {
             let n = |l: Level| report.file_findings.iter().filter(|f| f.level == l).count();

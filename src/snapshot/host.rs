@@ -63,6 +63,9 @@ pub struct PidSweep {
     pub last_pid: Option<i32>,
     /// Where the next rolling slice starts.
     pub next_slice: i32,
+    /// A scan's sweep saw a listed pid above `last_pid`: the allocator has
+    /// wrapped around pid_max, so every pid up to pid_max was probed.
+    pub wrapped: bool,
 }
 
 impl PidSweep {

@@ -59,6 +59,13 @@ pub struct HostSnapshot {
     /// The pids the scan was limited to (`--pid`), empty for the whole host.
     #[serde(default)]
     pub scope: Vec<i32>,
+    /// A `--pid` scan without `--host-checks`: only the host-wide checks
+    /// that concern its scope count (the pid brute force asks about the
+    /// scoped pids only; the judge reports those hidden, mounts over them,
+    /// ld.so.preload and persistence entries that launch a process in scope,
+    /// not the host's leftovers, other hidden pids or hidden CPU).
+    #[serde(default)]
+    pub scoped_host_checks: bool,
     /// What could not be observed.
     pub coverage: Coverage,
     /// Host state outside any one process: hidden pids, preloads, leftovers,

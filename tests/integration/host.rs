@@ -236,8 +236,10 @@ fn persistence_and_preloads_in_a_root_tree_are_found_and_linked_to_the_miner() {
     write("etc/sysctl.d/99-tune.conf", "vm.nr_hugepages = 1168\n");
     write("sys/module/msr/parameters/allow_writes", "on\n");
 
+    // --host-checks: the cron.d line and the tuning concern the host, not
+    // the worker in scope.
     let out = crate::scan_json(pid)
-        .args(["--window", "1", "--root"])
+        .args(["--window", "1", "--host-checks", "--root"])
         .arg(r)
         .output()
         .expect("minerwatch runs");
@@ -273,4 +275,130 @@ fn persistence_and_preloads_in_a_root_tree_are_found_and_linked_to_the_miner() {
         crate::signal_ids(&rep, pid).contains(&"persist.launcher".into()),
         "{rep}"
     );
+}
+
+/// A whole-host scan in a fresh PID namespace (as in a container) asks the
+/// brute force only about the pids handed out there, not all of pid_max.
+#[test]
+fn a_scan_in_a_fresh_pid_namespace_probes_only_the_pids_handed_out() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let save = tmp.path().join("snap.json");
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--mount-proc", BIN, "scan"])
+        .args(["--window", "0.2", "--format", "json", "--save"])
+        .arg(&save)
+        .output()
+        .expect("unshare runs (util-linux)");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&save).expect("snapshot saved")).expect("json");
+    let sweep = &snap["host_facts"]["pid_sweep"];
+    let last = sweep["last_pid"].as_i64().expect("last pid read");
+    // minerwatch is pid 1 there; its threads took a few pids more.
+    assert!((1..1000).contains(&last), "{sweep}");
+    assert_eq!(sweep["ranges"], serde_json::json!([[1, last]]), "{sweep}");
+    assert_eq!(sweep["wrapped"], false, "{sweep}");
+    assert!(sweep["pid_max"].as_i64().unwrap_or(0) >= last, "{sweep}");
+}
+
+/// A `--pid` scan's verdict is about its scope: a fixture root's cron line
+/// that launches another program is a host finding only with
+/// `--host-checks`; the one that launches the scoped process is kept.
+#[test]
+fn a_pid_scan_judges_only_the_host_checks_that_concern_its_scope() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join(".cache");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let prog = dir.join("sleeper");
+    std::fs::copy("/bin/sleep", &prog).expect("copy sleep");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir etc");
+    std::fs::write(
+        root.join("etc/crontab"),
+        format!(
+            "@reboot root /dev/shm/.x/kdevtmpfsi\n@reboot root {} 30\n",
+            prog.display()
+        ),
+    )
+    .expect("crontab");
+    let kid = support::spawn_benign(&prog.to_string_lossy(), &["30"]);
+    let root_s = root.to_string_lossy().into_owned();
+    let scoped = crate::scan_pids(&[kid.pid()], &["--window", "0.3", "--root", &root_s]);
+    let ids = |r: &serde_json::Value| -> Vec<String> {
+        r["host_findings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|h| format!("{} {}", h["id"], h["evidence"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let scoped_ids = ids(&scoped);
+    assert_eq!(scoped_ids.len(), 1, "{scoped_ids:?}");
+    assert!(
+        scoped_ids[0].contains("host.persistence") && scoped_ids[0].contains("crontab:2"),
+        "{scoped_ids:?}"
+    );
+    let all = crate::scan_pids(
+        &[kid.pid()],
+        &["--window", "0.3", "--root", &root_s, "--host-checks"],
+    );
+    let all_ids = ids(&all);
+    assert!(
+        all_ids
+            .iter()
+            .any(|h| h.contains("host.persistence") && h.contains("crontab:1")),
+        "{all_ids:?}"
+    );
+    assert!(all_ids.len() > scoped_ids.len(), "{all_ids:?}");
+}
+
+/// Puts vm.nr_hugepages back on drop, also when the test fails.
+struct HugePages(String);
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", &self.0);
+    }
+}
+
+fn meminfo(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Huge pages another program reserved (here: two more, given back after)
+/// are a host leftover: a whole-host question, not part of a `--pid`
+/// scan's verdict, which once turned three tests' `clean` into `notice`.
+#[test]
+fn huge_pages_reserved_by_another_program_leave_a_pid_scan_clean() {
+    let _host = support::host_state_change();
+    let before = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").expect("nr_hugepages");
+    let n: u64 = before.trim().parse().expect("a number");
+    let _restore = HugePages(before.clone());
+    std::fs::write("/proc/sys/vm/nr_hugepages", (n + 2).to_string())
+        .expect("reserve huge pages (run the tests as root)");
+    let kid = support::spawn_benign("sleep", &["30"]);
+    let scoped = crate::scan_pids(&[kid.pid()], &["--window", "0.3"]);
+    assert_eq!(scoped["verdict"], "clean", "{scoped}");
+    assert_eq!(scoped["host_findings"], serde_json::json!([]), "{scoped}");
+    // All reserved pages free (nothing else took them meanwhile): the
+    // whole-host checks name them.
+    let total = meminfo("HugePages_Total:");
+    if total > n && meminfo("HugePages_Free:") >= total {
+        let all = crate::scan_pids(&[kid.pid()], &["--window", "0.3", "--host-checks"]);
+        assert!(
+            all["host_findings"]
+                .to_string()
+                .contains("host.hugepages_unused"),
+            "{all}"
+        );
+    }
 }

@@ -13,7 +13,8 @@ use rustix::process::{self, Pid};
 /// Which pids the brute force asks about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Sweep {
-    /// All of 1..=pid_max (a scan).
+    /// Every pid that can exist (a scan): 1 up to the namespace's last
+    /// allocated pid, or to pid_max once the allocator has wrapped.
     #[default]
     Full,
     /// The agent, every few minutes: the pids allocated since `last_pid`
@@ -30,13 +31,19 @@ pub enum Sweep {
         slices: u32,
         also: Vec<i32>,
     },
+    /// Only these pids (a `--pid` scan: is a process in scope hidden from
+    /// the listings?).
+    Pids(Vec<i32>),
 }
 
 /// The ranges a sweep probes and where the next slice starts. Pure.
+/// `top`: the highest pid that can exist now (the last allocated one, when
+/// the allocator has not wrapped around pid_max), `None` when unknown.
 pub(super) fn plan_sweep(
     sweep: &Sweep,
     pid_max: i32,
     now_last: Option<i32>,
+    top: Option<i32>,
 ) -> (Vec<(i32, i32)>, i32) {
     let pid_max = pid_max.max(1);
     let Sweep::Rolling {
@@ -46,7 +53,7 @@ pub(super) fn plan_sweep(
         ..
     } = sweep
     else {
-        return (vec![(1, pid_max)], 1);
+        return (vec![(1, top.map_or(pid_max, |t| t.clamp(1, pid_max)))], 1);
     };
     let Some(now) = now_last.map(|n| n.clamp(1, pid_max)) else {
         // Without the allocator's position only the whole range is sure.
@@ -83,6 +90,17 @@ pub(super) fn plan_sweep(
         }
     }
     (merged, next)
+}
+
+/// The highest pid that can exist, from the highest listed pid (listed
+/// before) and the allocator's last pid (read after): that last pid, unless
+/// a listed pid lies above it, which only a wrap around pid_max allows.
+/// `None`: unknown, or wrapped (every pid up to pid_max may exist). Pure.
+pub(super) fn highest_possible_pid(listed_top: Option<i32>, last_pid: Option<i32>) -> Option<i32> {
+    match (listed_top, last_pid) {
+        (Some(listed), Some(last)) if listed <= last => Some(last),
+        _ => None,
+    }
 }
 
 /// The last pid the kernel allocated in our pid namespace: the fifth field
@@ -154,26 +172,38 @@ pub fn brute_force_sweep(
         .and_then(|v| v.trim().parse::<i32>().ok())
         .map_or(PID_MAX_LIMIT, |v| v.clamp(1, PID_MAX_LIMIT));
     let probe = Probe::for_proc(proc_fd.as_ref(), stat_sweep);
-    // /proc/loadavg tells the allocator of *our* namespace: of no use for a
-    // procfs of another one.
+    // A scan asks only about pids that can exist: none was handed out above
+    // the allocator's last pid unless it wrapped around pid_max, which a
+    // listed pid above it shows (listed first, so none is newer than the
+    // last pid read after). /proc/loadavg tells the allocator of *our*
+    // namespace: of no use for a procfs of another one.
+    let listed_top = (probe != Probe::Stat && *sweep == Sweep::Full)
+        .then(|| list_pids_raw(proc_root).ok())
+        .flatten()
+        .map(|l| l.last().copied().unwrap_or(0));
     let last_pid = if probe == Probe::Stat {
         None
     } else {
         last_allocated_pid(proc_fd.as_ref())
     };
-    let (ranges, next_slice) = plan_sweep(sweep, pid_max, last_pid);
+    let top = highest_possible_pid(listed_top, last_pid);
+    let (ranges, next_slice) = match sweep {
+        Sweep::Pids(_) => (Vec::new(), 1),
+        _ => plan_sweep(sweep, pid_max, last_pid, top),
+    };
     let mut swept = PidSweep {
         ranges,
         pids: Vec::new(),
         pid_max,
         last_pid,
         next_slice,
+        wrapped: top.is_none() && listed_top.zip(last_pid).is_some(),
     };
     let mut found = Vec::new();
     for &(a, b) in &swept.ranges {
         found.extend(scan_pid_range(proc_fd.as_ref(), probe, a, b));
     }
-    if let Sweep::Rolling { also, .. } = sweep {
+    if let Sweep::Rolling { also, .. } | Sweep::Pids(also) = sweep {
         for &pid in also {
             if !swept.probed(pid) {
                 swept.pids.push(pid);

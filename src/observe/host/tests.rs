@@ -19,38 +19,54 @@ fn rolling(last_pid: Option<i32>, cursor: i32, slices: u32) -> Sweep {
 #[test]
 fn sweep_plans() {
     assert_eq!(
-        plan_sweep(&Sweep::Full, 32768, Some(500)),
+        plan_sweep(&Sweep::Full, 32768, Some(500), None),
         (vec![(1, 32768)], 1)
+    );
+    // A scan where nothing was handed out above 500 yet asks up to 500.
+    assert_eq!(
+        plan_sweep(&Sweep::Full, 4_194_304, Some(500), Some(500)),
+        (vec![(1, 500)], 1)
     );
     // First rolling sweep: everything allocated so far, and a slice.
     assert_eq!(
-        plan_sweep(&rolling(None, 1, 4), 1000, Some(300)),
+        plan_sweep(&rolling(None, 1, 4), 1000, Some(300), None),
         (vec![(1, 300)], 251)
     );
     // Then: what was allocated since, and the next slice.
     assert_eq!(
-        plan_sweep(&rolling(Some(300), 251, 4), 1000, Some(320)),
+        plan_sweep(&rolling(Some(300), 251, 4), 1000, Some(320), None),
         (vec![(251, 500)], 501)
     );
     assert_eq!(
-        plan_sweep(&rolling(Some(320), 751, 4), 1000, Some(330)),
+        plan_sweep(&rolling(Some(320), 751, 4), 1000, Some(330), None),
         (vec![(321, 330), (751, 1000)], 1)
     );
     // The allocator wrapped around pid_max.
     assert_eq!(
-        plan_sweep(&rolling(Some(990), 1, 4), 1000, Some(310)),
+        plan_sweep(&rolling(Some(990), 1, 4), 1000, Some(310), None),
         (vec![(1, 310), (991, 1000)], 251)
     );
     // Nothing allocated since.
     assert_eq!(
-        plan_sweep(&rolling(Some(330), 501, 4), 1000, Some(330)),
+        plan_sweep(&rolling(Some(330), 501, 4), 1000, Some(330), None),
         (vec![(501, 750)], 751)
     );
     // No allocator position: the whole range.
     assert_eq!(
-        plan_sweep(&rolling(Some(330), 501, 4), 1000, None),
+        plan_sweep(&rolling(Some(330), 501, 4), 1000, None, None),
         (vec![(1, 1000)], 1)
     );
+}
+
+#[test]
+fn a_scan_probes_up_to_the_last_pid_unless_the_allocator_wrapped() {
+    assert_eq!(highest_possible_pid(Some(480), Some(500)), Some(500));
+    assert_eq!(highest_possible_pid(Some(500), Some(500)), Some(500));
+    // A pid above the last one handed out: the counter went round pid_max.
+    assert_eq!(highest_possible_pid(Some(4_000_000), Some(350)), None);
+    // Unknown either way: the whole range.
+    assert_eq!(highest_possible_pid(None, Some(500)), None);
+    assert_eq!(highest_possible_pid(Some(480), None), None);
 }
 
 #[test]
@@ -58,7 +74,7 @@ fn rolling_slices_cover_the_whole_range() {
     let mut covered = vec![false; 1001];
     let mut cursor = 1;
     for _ in 0..7 {
-        let (ranges, next) = plan_sweep(&rolling(Some(5), cursor, 7), 1000, Some(5));
+        let (ranges, next) = plan_sweep(&rolling(Some(5), cursor, 7), 1000, Some(5), None);
         for (a, b) in ranges {
             for p in a..=b {
                 covered[p as usize] = true;
