@@ -31,6 +31,9 @@ pub enum Outcome {
     Clean,
     /// A finding at or above the threshold, or a failed rules check (exit 1).
     Found,
+    /// Nothing found, but processes in scope could not be read (exit 2, as
+    /// ripgrep does for partial errors).
+    Incomplete,
 }
 
 impl From<Outcome> for std::process::ExitCode {
@@ -38,6 +41,7 @@ impl From<Outcome> for std::process::ExitCode {
         match o {
             Outcome::Clean => 0.into(),
             Outcome::Found => 1.into(),
+            Outcome::Incomplete => 2.into(),
         }
     }
 }
@@ -569,6 +573,16 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<Outcome> {
         || report.file_findings.iter().any(|f| f.level >= threshold)
     {
         Outcome::Found
+    } else if let Some(i) = report
+        .incomplete
+        .as_ref()
+        .filter(|_| !output.accept_partial)
+    {
+        eprintln!(
+            "minerwatch: nothing found, but {} of {} processes in scope could not be read: exit 2 (--accept-partial to accept the partial view). To see them: {}",
+            i.processes, i.of, i.fix
+        );
+        Outcome::Incomplete
     } else {
         Outcome::Clean
     };

@@ -126,6 +126,10 @@ pub struct OutputArgs {
     /// Show every signal of every finding in the text table.
     #[arg(long)]
     pub all_signals: bool,
+    /// Exit 0, not 2, when nothing was found but some processes in scope
+    /// could not be read (the report still says which).
+    #[arg(long)]
+    pub accept_partial: bool,
 }
 
 #[derive(Debug, Args)]

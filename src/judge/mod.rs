@@ -116,6 +116,63 @@ pub struct Report {
     /// What the sweep read and what it skipped, when one ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<files::SweepCoverage>,
+    /// Processes in scope that could not be read (in part or at all): the
+    /// verdict covers only what was read. Absent when nothing was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+/// What a scan could not see of the processes in its scope, and how to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incomplete {
+    /// Processes we were refused something of (coverage.inaccessible).
+    pub processes: usize,
+    /// Processes in scope.
+    pub of: usize,
+    /// What was refused: the reads, deduplicated ("maps", "exe link",
+    /// "ptrace (FPU sampling)").
+    pub refused: Vec<String>,
+    /// How to see them.
+    pub fix: String,
+}
+
+/// Reads whose refusal makes a view incomplete, at most this many named.
+const MAX_REFUSED_NAMED: usize = 8;
+
+/// The [`Incomplete`] of a coverage, if any process in scope was refused.
+pub fn incomplete(coverage: &Coverage) -> Option<Incomplete> {
+    if coverage.inaccessible == 0 {
+        return None;
+    }
+    let refused_error = |e: &str| {
+        let e = e.to_ascii_lowercase();
+        e.contains("permission denied")
+            || e.contains("not permitted")
+            || e.contains("cannot be read")
+            || e.contains("refused")
+    };
+    let mut refused: Vec<String> = Vec::new();
+    for e in coverage
+        .errors
+        .iter()
+        .filter(|e| e.pid.is_some() && (refused_error(&e.error) || e.what.starts_with("ptrace")))
+    {
+        if !refused.contains(&e.what) && refused.len() < MAX_REFUSED_NAMED {
+            refused.push(e.what.clone());
+        }
+    }
+    let only_ptrace = !refused.is_empty() && refused.iter().all(|w| w.starts_with("ptrace"));
+    let fix = if only_ptrace {
+        "ptrace was refused: run as root or with CAP_SYS_PTRACE; as root, lower kernel.yama.ptrace_scope (3 forbids it to everyone) or lift the seccomp policy that forbids it"
+    } else {
+        "run as root, or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (a service: AmbientCapabilities=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH, as the shipped unit does)"
+    };
+    Some(Incomplete {
+        processes: coverage.inaccessible,
+        of: coverage.processes,
+        refused,
+        fix: fix.to_string(),
+    })
 }
 
 /// One process at `notice` or above.
@@ -229,6 +286,7 @@ pub fn judge(snapshot: &HostSnapshot, policy: &Policy) -> Report {
         scoped_host_checks: snapshot.scoped_host_checks,
         file_findings,
         sweep: snapshot.sweep.as_ref().map(files::SweepCoverage::of),
+        incomplete: incomplete(&snapshot.coverage),
     }
 }
 

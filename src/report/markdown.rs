@@ -198,6 +198,16 @@ impl Render for Markdown {
             cov.vanished,
             cov.errors.len()
         )?;
+        if let Some(i) = &report.incomplete {
+            writeln!(
+                out,
+                "| **incomplete** | {} of {} processes in scope could not be read (refused: {}); the verdict covers only what was read. To see them: {} |",
+                i.processes,
+                i.of,
+                md(&i.refused.join(", ")),
+                md(&i.fix)
+            )?;
+        }
         writeln!(out, "| report schema | {} |\n", md(&report.schema))?;
 
         writeln!(out, "## Findings\n")?;

@@ -260,7 +260,23 @@ impl Render for Text {
             cov.inaccessible,
             cov.vanished,
             cov.errors.len()
-        )
+        )?;
+        if let Some(i) = &report.incomplete {
+            let refused = if i.refused.is_empty() {
+                String::new()
+            } else {
+                format!(" (refused: {})", clean(&i.refused.join(", ")))
+            };
+            writeln!(
+                out,
+                "{}: {} of {} processes in scope could not be read{refused}; the verdict covers only what was read. To see them: {}",
+                self.paint(Level::Suspicious, "incomplete"),
+                i.processes,
+                i.of,
+                clean(&i.fix)
+            )?;
+        }
+        Ok(())
     }
 }
 

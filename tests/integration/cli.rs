@@ -496,19 +496,51 @@ fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
     // As an unprivileged user, a root process's maps and exe are refused.
     if nix_is_root() {
         use std::os::unix::process::CommandExt;
-        let out = crate::scan_json(tree.pid())
-            .args(["--window", "0.3"])
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .expect("run as nobody");
-        let r = crate::json_out(&out, 0);
+        let as_nobody = |extra: &[&str]| {
+            crate::scan_json(tree.pid())
+                .args(["--window", "0.3"])
+                .args(extra)
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .expect("run as nobody")
+        };
+        // Nothing found in what it could read, but it could not read them:
+        // not `clean` and exit 0, but exit 2 and the reason with the fix.
+        let out = as_nobody(&[]);
+        let r = crate::json_out(&out, 2);
         assert!(r["coverage"]["inaccessible"].as_u64() >= Some(1), "{r}");
         let errors = r["coverage"]["errors"].to_string();
         assert!(
             errors.contains("maps") || errors.contains("exe"),
             "{errors}"
         );
+        let inc = &r["incomplete"];
+        assert_eq!(inc["processes"], r["coverage"]["inaccessible"], "{r}");
+        assert!(
+            inc["fix"]
+                .as_str()
+                .is_some_and(|f| f.contains("CAP_SYS_PTRACE") && f.contains("CAP_DAC_READ_SEARCH")),
+            "{inc}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--accept-partial"), "{err}");
+        // The text says it too.
+        let out = Command::new(crate::BIN)
+            .args(["scan", "--window", "0.3", "--pid", &tree.pid().to_string()])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run as nobody");
+        assert_eq!(out.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("incomplete:") && text.contains("could not be read"),
+            "{text}"
+        );
+        // Accepted on purpose: exit 0, still reported.
+        let r = crate::json_out(&as_nobody(&["--accept-partial"]), 0);
+        assert!(r["incomplete"]["processes"].as_u64() >= Some(1), "{r}");
     }
     tree.kill();
 }

@@ -724,3 +724,38 @@ fn landed_files_are_suspicious_unless_an_allow_rule_about_files_caps_them() {
         Some((Level::Suspicious, None))
     );
 }
+
+#[test]
+fn a_coverage_with_refused_processes_is_incomplete_with_the_fix() {
+    use crate::snapshot::{Coverage, CoverageError};
+    let err = |pid: Option<i32>, what: &str, error: &str| CoverageError {
+        pid,
+        what: what.into(),
+        error: error.into(),
+    };
+    let mut c = Coverage {
+        processes: 3,
+        inaccessible: 0,
+        vanished: 1,
+        errors: vec![err(Some(9), "stat", "No such file or directory")],
+    };
+    // Vanished is not refused.
+    assert_eq!(super::incomplete(&c), None);
+    c.inaccessible = 2;
+    c.errors
+        .push(err(Some(7), "maps", "Permission denied (os error 13)"));
+    c.errors
+        .push(err(Some(8), "maps", "Permission denied (os error 13)"));
+    c.errors
+        .push(err(Some(8), "exe link", "Permission denied (os error 13)"));
+    c.errors.push(err(None, "/etc/cron.d", "Permission denied"));
+    let i = super::incomplete(&c).expect("incomplete");
+    assert_eq!((i.processes, i.of), (2, 3));
+    assert_eq!(i.refused, vec!["maps".to_string(), "exe link".to_string()]);
+    assert!(i.fix.contains("CAP_SYS_PTRACE") && i.fix.contains("CAP_DAC_READ_SEARCH"));
+    // Only ptrace refused (root under Yama): the fix names Yama.
+    c.errors = vec![err(Some(7), "ptrace (FPU sampling)", "EPERM")];
+    c.inaccessible = 1;
+    let i = super::incomplete(&c).expect("incomplete");
+    assert!(i.fix.contains("ptrace_scope"), "{}", i.fix);
+}
