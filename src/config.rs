@@ -291,6 +291,14 @@ impl Config {
         Ok((config, files))
     }
 
+    /// One config file's text, parsed and validated as `load` checks a
+    /// file alone: the error names the key and what is wrong.
+    pub fn parse_file_text(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<(), String> {
         let a = &self.agent;
         if !(a.tick_secs.is_finite() && (0.5..=3600.0).contains(&a.tick_secs)) {

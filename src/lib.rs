@@ -22,6 +22,8 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod embedded;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod indicators;
 pub mod judge;
 pub mod observe;

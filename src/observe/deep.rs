@@ -159,7 +159,7 @@ fn scan_memory(
     budget: &memscan::Budget,
     gaps: &mut CoverageLog,
 ) -> Option<memscan::MemoryScan> {
-    let maps: Vec<MemoryMap> = match t.process.maps() {
+    let maps: Vec<MemoryMap> = match super::procread::maps(&t.process) {
         Ok(maps) => maps.into_iter().collect(),
         Err(e) => {
             gaps.record(Some(t.facts.pid), "maps (memory scan)", &e);

@@ -26,6 +26,7 @@ pub mod memscan;
 pub mod miner_config;
 mod net;
 mod process;
+pub(crate) mod procread;
 mod scope;
 pub mod sweep;
 mod window;
@@ -43,6 +44,9 @@ use coverage::CoverageLog;
 use process::{DetailReader, Watched};
 
 pub use host_info::host_name;
+// For the fuzz entries (src/fuzz.rs).
+pub(crate) use net::connection as tcp_connection;
+pub(crate) use process::{container_id, container_re};
 
 /// How to observe.
 #[derive(Debug, Clone)]

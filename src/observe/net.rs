@@ -121,7 +121,10 @@ pub(super) fn connections(tracked: &mut [Watched], proc_root: &Path, gaps: &mut 
 
 fn read_table(p: &Process, gaps: &mut CoverageLog) -> Table {
     let mut table = Table::default();
-    for (name, entries) in [("net/tcp", p.tcp()), ("net/tcp6", p.tcp6())] {
+    for (name, entries) in [
+        ("net/tcp", super::procread::tcp(p)),
+        ("net/tcp6", super::procread::tcp6(p)),
+    ] {
         match entries {
             Ok(entries) => {
                 for e in entries {
@@ -174,7 +177,9 @@ fn find_owners(
             if let FDTarget::Socket(inode) = fd.target
                 && wanted.contains(&inode)
             {
-                let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+                let comm = super::procread::stat(&p)
+                    .map(|s| s.comm)
+                    .unwrap_or_default();
                 let exe = p.exe().ok().map(|e| e.to_string_lossy().into_owned());
                 found.push((
                     inode,
@@ -200,7 +205,7 @@ fn plain_ip(ip: IpAddr) -> String {
     }
 }
 
-fn connection(e: &procfs::net::TcpNetEntry) -> Connection {
+pub(crate) fn connection(e: &procfs::net::TcpNetEntry) -> Connection {
     Connection {
         local: format!(
             "{}:{}",

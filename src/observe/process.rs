@@ -47,13 +47,13 @@ pub(super) fn read_users() -> HashMap<u32, User> {
 }
 
 /// A container id: 64 hex digits.
-pub(super) fn container_re() -> Option<&'static Regex> {
+pub(crate) fn container_re() -> Option<&'static Regex> {
     static RE: std::sync::OnceLock<Option<Regex>> = std::sync::OnceLock::new();
     RE.get_or_init(|| Regex::new("[0-9a-f]{64}").ok()).as_ref()
 }
 
 /// Container id (64 hex digits) from /proc/PID/cgroup paths.
-pub(super) fn container_id(paths: &[String], re: &Regex) -> Option<String> {
+pub(crate) fn container_id(paths: &[String], re: &Regex) -> Option<String> {
     paths
         .iter()
         .find_map(|p| re.find(p).map(|m| m.as_str().to_string()))
@@ -184,24 +184,25 @@ pub(super) fn track(
     gaps: &mut CoverageLog,
 ) -> Watched {
     let pid = p.pid;
-    let threads0 =
-        if let Some(k) = known.filter(|k| whole_window && k.ticks == stat.utime + stat.stime) {
-            // No thread has run since the last window ended.
-            k.threads.clone()
-        } else if whole_window {
-            match thread_ticks(&p) {
-                Ok(t) => t
-                    .into_iter()
-                    .map(|(tid, (ticks, _))| (tid, ticks))
-                    .collect(),
-                Err(e) => {
-                    gaps.record(Some(pid), "task list", &e);
-                    HashMap::new()
-                }
+    let threads0 = if let Some(k) =
+        known.filter(|k| whole_window && k.ticks == super::procread::cpu_ticks(stat))
+    {
+        // No thread has run since the last window ended.
+        k.threads.clone()
+    } else if whole_window {
+        match thread_ticks(&p) {
+            Ok(t) => t
+                .into_iter()
+                .map(|(tid, (ticks, _))| (tid, ticks))
+                .collect(),
+            Err(e) => {
+                gaps.record(Some(pid), "task list", &e);
+                HashMap::new()
             }
-        } else {
-            HashMap::new()
-        };
+        }
+    } else {
+        HashMap::new()
+    };
     let facts = ProcessFacts {
         pid,
         start_time: stat.starttime,
@@ -216,12 +217,12 @@ pub(super) fn track(
         process: p,
         start_ticks: stat.starttime,
         ticks0: if whole_window {
-            stat.utime + stat.stime
+            super::procread::cpu_ticks(stat)
         } else {
             0
         },
         children0: if whole_window {
-            u64::try_from(stat.cutime + stat.cstime).unwrap_or(0)
+            super::procread::children_ticks(stat)
         } else {
             0
         },
@@ -242,8 +243,8 @@ pub(super) fn track(
 pub(super) fn thread_ticks(p: &Process) -> Result<HashMap<i32, (u64, String)>, ProcError> {
     let mut out = HashMap::new();
     for task in p.tasks()?.flatten() {
-        if let Ok(s) = task.stat() {
-            out.insert(task.tid, (s.utime + s.stime, s.comm));
+        if let Ok(s) = super::procread::task_stat(p, task.tid) {
+            out.insert(task.tid, (super::procread::cpu_ticks(&s), s.comm));
         }
     }
     Ok(out)
@@ -298,18 +299,18 @@ impl DetailReader<'_> {
             Err(ProcError::NotFound(_)) if p.is_alive() => {}
             Err(e) => gaps.record(Some(pid), "cwd", &e),
         }
-        if let (Some(re), Ok(groups)) = (self.cid_re, p.cgroups()) {
+        if let (Some(re), Ok(groups)) = (self.cid_re, super::procread::cgroups(p)) {
             let paths: Vec<String> = groups.0.iter().map(|g| g.pathname.clone()).collect();
             t.facts.container = container_id(&paths, re);
         }
-        let (rss, huge) = match p.status() {
+        let (rss, huge) = match super::procread::status(p) {
             Ok(s) => (s.vmrss.unwrap_or(0), s.hugetlbpages.unwrap_or(0)),
             Err(e) => {
                 gaps.record(Some(pid), "status", &e);
                 (0, 0)
             }
         };
-        match p.maps() {
+        match super::procread::maps(p) {
             Ok(maps) => {
                 let maps: Vec<MemoryMap> = maps.into_iter().collect();
                 let mut facts = memory::summarize(&maps, rss, huge);

@@ -41,7 +41,7 @@ pub(super) fn read_table(opts: &Options, gaps: &mut CoverageLog) -> Result<Table
         let Ok(p) = Process::new_with_root(opts.proc_root.join(pid.to_string())) else {
             continue;
         };
-        match p.stat() {
+        match super::procread::stat(&p) {
             Ok(stat) => {
                 stats.insert(pid, stat);
                 handles.insert(pid, p);
@@ -119,7 +119,7 @@ pub(super) fn add_late(
         if p.pid == me || known {
             continue;
         }
-        if let Ok(stat) = p.stat() {
+        if let Ok(stat) = super::procread::stat(&p) {
             table.stats.insert(p.pid, stat.clone());
             fresh.push((p, stat));
         }

@@ -34,8 +34,8 @@ pub(super) fn host_ticks(proc_root: &Path) -> Option<(u64, u64, u64)> {
 /// Our own utime+stime in ticks.
 pub(super) fn self_ticks(proc_root: &Path) -> u64 {
     Process::new_with_root(proc_root.join("self"))
-        .and_then(|p| p.stat())
-        .map(|s| s.utime + s.stime)
+        .and_then(|p| super::procread::stat(&p))
+        .map(|s| super::procread::cpu_ticks(&s))
         .unwrap_or(0)
 }
 
@@ -102,9 +102,9 @@ pub(super) fn second_sample(
     let mut alive = Vec::with_capacity(watched.len());
     for mut t in watched {
         let pid = t.facts.pid;
-        match t.process.stat() {
+        match super::procread::stat(&t.process) {
             Ok(s) if s.starttime == t.start_ticks => {
-                let ticks = (s.utime + s.stime).saturating_sub(t.ticks0);
+                let ticks = super::procread::cpu_ticks(&s).saturating_sub(t.ticks0);
                 t.facts.cpu.ticks = ticks;
                 t.facts.cpu.children_ticks = u64::try_from(s.cutime + s.cstime)
                     .unwrap_or(0)

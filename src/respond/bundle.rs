@@ -414,16 +414,17 @@ fn collect_process(w: &mut Writer, p: &ProcessFacts, opts: &CollectOptions) -> i
             exe_sha256: None,
         });
     }
-    let maps: Vec<MemoryMap> =
-        match procfs::process::Process::new_with_root(dir.clone()).and_then(|proc| proc.maps()) {
-            Ok(m) => m.into_iter().collect(),
-            Err(e) => {
-                w.manifest.errors.push(format!(
-                    "/proc/{pid}/maps: {e} (no libraries or memory in the bundle)"
-                ));
-                return Ok(());
-            }
-        };
+    let maps: Vec<MemoryMap> = match procfs::process::Process::new_with_root(dir.clone())
+        .and_then(|proc| crate::observe::procread::maps(&proc))
+    {
+        Ok(m) => m.into_iter().collect(),
+        Err(e) => {
+            w.manifest.errors.push(format!(
+                "/proc/{pid}/maps: {e} (no libraries or memory in the bundle)"
+            ));
+            return Ok(());
+        }
+    };
     let exe_path = p.exe.as_deref().map(|e| e.trim_end_matches(" (deleted)"));
     let mut seen = BTreeSet::new();
     for lib in exec_files(&maps) {

@@ -116,7 +116,7 @@ pub fn sample(proc_root: &Path, pid: i32, tids: &[i32], opts: &SampleOptions) ->
     not(all(target_os = "linux", target_arch = "x86_64")),
     allow(dead_code)
 )]
-fn parse_tracer_pid(status: &str) -> Option<i32> {
+pub(crate) fn parse_tracer_pid(status: &str) -> Option<i32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("TracerPid:"))
@@ -128,7 +128,7 @@ fn parse_tracer_pid(status: &str) -> Option<i32> {
     not(all(target_os = "linux", target_arch = "x86_64")),
     allow(dead_code)
 )]
-fn parse_stat_state(stat: &str) -> Option<char> {
+pub(crate) fn parse_stat_state(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
@@ -137,12 +137,12 @@ fn parse_stat_state(stat: &str) -> Option<char> {
     not(all(target_os = "linux", target_arch = "x86_64")),
     allow(dead_code)
 )]
-fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     // After ") ": state is field 3, utime and stime are fields 14 and 15.
     let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
     let utime: u64 = f.next()?.parse().ok()?;
     let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some(utime.saturating_add(stime))
 }
 
 /// Distinct rounding modes among the samples of `threads`.

@@ -196,5 +196,31 @@ pub fn observe_host_with(
     (facts, gaps.0)
 }
 
+/// The facts of a mountinfo text (for the fuzz entries): mounts over
+/// /proc/PID, hidepid=, what is mounted over `proc_root`.
+pub(crate) fn mountinfo_facts(
+    text: &str,
+    proc_root: &str,
+) -> (Vec<String>, Option<String>, Option<String>) {
+    parse_mountinfo(text, proc_root)
+}
+
+/// The persistence entries of one file's bytes (for the fuzz entries):
+/// `kind` "cron" reads a system crontab, "systemd" a unit, anything else a
+/// shell script (rc.local).
+pub(crate) fn persistence_entries(kind: &str, path: &str, data: &[u8]) -> Vec<PersistenceEntry> {
+    let format = match kind {
+        "cron" => Format::SystemCrontab,
+        "systemd" => Format::Unit,
+        _ => Format::Script,
+    };
+    let file = FileRead {
+        data: data.to_vec(),
+        truncated: false,
+        immutable: false,
+    };
+    analyze_file(kind, format, path, &file)
+}
+
 #[cfg(test)]
 mod tests;
