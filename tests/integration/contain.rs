@@ -299,26 +299,27 @@ fn benign_tree() -> (Child, Vec<i32>) {
     (sh, kids)
 }
 
+/// `contain PID --force PID --window 0.2 --yes` then `extra`: the benign
+/// trees these tests start are never rated `miner`, so they are forced.
+fn contain_forced(pid: i32, extra: &[&str]) -> Output {
+    let pid_s = pid.to_string();
+    let mut args = vec![
+        "contain", &pid_s, "--force", &pid_s, "--window", "0.2", "--yes",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn a_tree_without_its_own_cgroup_is_stopped_member_by_member() {
     // A benign shell and two children, contained by --force: SIGSTOP each.
     let (sh, kids) = benign_tree();
     let tmp = tempfile::tempdir().expect("tmp");
     let b = tmp.path().join("b.tar.gz");
-    let pid_s = sh.pid().to_string();
-    let out = run(&[
-        "contain",
-        &pid_s,
-        "--force",
-        &pid_s,
-        "--window",
-        "0.2",
-        "--yes",
-        "--out",
-        &b.to_string_lossy(),
-        "--format",
-        "json",
-    ]);
+    let out = contain_forced(
+        sh.pid(),
+        &["--out", &b.to_string_lossy(), "--format", "json"],
+    );
     let log = json_out(&out, 0);
     assert_eq!(
         log["plan"]["targets"][0]["freeze"]["method"], "sigstop",
@@ -359,19 +360,7 @@ fn a_bundle_that_cannot_be_written_leaves_the_tree_frozen_and_unkilled() {
     let (sh, kids) = benign_tree();
     let full = TinyTmpfs::new();
     let b = full.0.path().join("b.tar.gz");
-    let pid_s = sh.pid().to_string();
-    let out = run(&[
-        "contain",
-        &pid_s,
-        "--force",
-        &pid_s,
-        "--window",
-        "0.2",
-        "--yes",
-        "--kill",
-        "--out",
-        &b.to_string_lossy(),
-    ]);
+    let out = contain_forced(sh.pid(), &["--kill", "--out", &b.to_string_lossy()]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(2), "{text}{}", stderr(&out));
     assert!(
