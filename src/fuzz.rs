@@ -39,11 +39,10 @@ pub fn proc_stat(data: &[u8]) {
     let _ = observe::fpu::parse_stat_cpu_ticks(&t);
 }
 
-/// `/proc/PID/status`.
+/// `/proc/PID/status`, and `cmdline` split into arguments.
 pub fn proc_status(data: &[u8]) {
-    if let Ok(status) = procread::guarded("status", || {
-        procfs::process::Status::from_read(Cursor::new(data))
-    }) {
+    let _ = procread::cmdline_from_bytes(data);
+    if let Ok(status) = procread::status_from_bytes(data) {
         let _ = (status.vmrss, status.hugetlbpages, status.ruid);
     }
     let _ = observe::fpu::parse_tracer_pid(&text(data));
@@ -51,11 +50,10 @@ pub fn proc_status(data: &[u8]) {
 
 /// `/proc/PID/maps`, summarized as a scan does.
 pub fn proc_maps(data: &[u8]) {
-    if let Ok(maps) = procread::guarded("maps", || {
-        procfs::process::MemoryMaps::from_read(Cursor::new(data))
-    }) {
-        let maps: Vec<_> = maps.into_iter().collect();
-        let _ = observe::memory::summarize(&maps, 1 << 20, 0);
+    for cut in [false, true] {
+        if let Ok(maps) = procread::maps_from_bytes(data, cut) {
+            let _ = observe::memory::summarize(&maps, 1 << 20, 0);
+        }
     }
 }
 

@@ -160,7 +160,7 @@ fn scan_memory(
     gaps: &mut CoverageLog,
 ) -> Option<memscan::MemoryScan> {
     let maps: Vec<MemoryMap> = match super::procread::maps(&t.process) {
-        Ok(maps) => maps.into_iter().collect(),
+        Ok((maps, _)) => maps,
         Err(e) => {
             gaps.record(Some(t.facts.pid), "maps (memory scan)", &e);
             return None;

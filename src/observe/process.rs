@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use procfs::ProcError;
-use procfs::process::{FDTarget, MemoryMap, Process, Stat};
+use procfs::process::{FDTarget, Process, Stat};
 use regex::Regex;
 
 use super::binaries::BinaryCache;
@@ -277,7 +277,7 @@ impl DetailReader<'_> {
             }
             Err(e) => gaps.record(Some(pid), "uid", &e),
         }
-        match p.cmdline() {
+        match super::procread::cmdline(p) {
             Ok(c) => t.facts.cmdline = c,
             Err(e) => {
                 gaps.record(Some(pid), "cmdline", &e);
@@ -311,8 +311,17 @@ impl DetailReader<'_> {
             }
         };
         match super::procread::maps(p) {
-            Ok(maps) => {
-                let maps: Vec<MemoryMap> = maps.into_iter().collect();
+            Ok((maps, cut)) => {
+                if cut {
+                    gaps.note(
+                        Some(pid),
+                        "maps",
+                        format!(
+                            "longer than {} MiB: the mappings past that were not seen",
+                            super::procread::MAPS_CAP >> 20
+                        ),
+                    );
+                }
                 let mut facts = memory::summarize(&maps, rss, huge);
                 if !facts.large_anon.is_empty()
                     && let Ok(r) = p.smaps_rollup()

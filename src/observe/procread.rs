@@ -6,9 +6,16 @@
 //! Every read of a parsed /proc file goes through here: `stat` is read
 //! capped and shape-checked first; every parse runs under `catch_unwind`,
 //! so a parser bug is an error in the coverage, never a crashed scan.
+//!
+//! Text is read as bytes, capped, and decoded lossily before it is parsed:
+//! a process names its binary and writes its command line, and one byte of
+//! invalid UTF-8 there made procfs's `read_to_string` fail the whole
+//! `cmdline`, `status` and `maps` of a RandomX worker, which then scanned
+//! as a `notice` (found by tests/integration/hostile.rs).
 
-use std::io::{Cursor, Read};
+use std::io::{self, Cursor, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 
 use procfs::ProcResult;
 use procfs::prelude::*;
@@ -16,6 +23,16 @@ use procfs::process::{MemoryMap, Process, Stat, Status};
 
 /// `/proc/PID/stat` is one line of at most a few hundred bytes.
 const STAT_CAP: u64 = 64 << 10;
+/// `/proc/PID/status`: about 1.5 KiB; a long `Groups:` line at most.
+const STATUS_CAP: u64 = 1 << 20;
+/// `/proc/PID/cmdline`: exec(2) allows at most 6 MiB of arguments and
+/// environment (3/4 of the 8 MiB stack limit cap); only `PR_SET_MM` can
+/// point it at more.
+pub(crate) const CMDLINE_CAP: u64 = 8 << 20;
+/// `/proc/PID/maps`: 65,530 mappings (the default `vm.max_map_count`) of
+/// ~100 bytes is 6.5 MiB; long file names can make it much more, and what
+/// is beyond the cap is reported as not seen.
+pub(crate) const MAPS_CAP: u64 = 32 << 20;
 
 fn malformed(what: &str) -> procfs::ProcError {
     procfs::ProcError::Other(format!("malformed {what}"))
@@ -73,20 +90,80 @@ pub(crate) fn task_stat(p: &Process, tid: i32) -> ProcResult<Stat> {
 }
 
 fn stat_at(p: &Process, rel: &str) -> ProcResult<Stat> {
-    let mut buf = Vec::with_capacity(512);
-    p.open_relative(rel)?
-        .take(STAT_CAP)
-        .read_to_end(&mut buf)
-        .map_err(|e| procfs::ProcError::Io(e, None))?;
-    stat_from_bytes(&buf)
+    stat_from_bytes(&relative(p, rel, STAT_CAP)?.0)
+}
+
+/// Up to `cap` bytes of `reader`, and whether there was more.
+fn capped(reader: impl Read, cap: u64) -> io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::with_capacity(4096);
+    reader.take(cap.saturating_add(1)).read_to_end(&mut buf)?;
+    let more = buf.len() as u64 > cap;
+    buf.truncate(usize::try_from(cap).unwrap_or(usize::MAX));
+    Ok((buf, more))
+}
+
+/// A file of the process's /proc directory, capped.
+fn relative(p: &Process, rel: &str, cap: u64) -> ProcResult<(Vec<u8>, bool)> {
+    capped(p.open_relative(rel)?, cap).map_err(|e| procfs::ProcError::Io(e, None))
+}
+
+/// A /proc text file (by path), at most `cap` bytes, invalid UTF-8
+/// replaced: for the readers that look for one field (`TracerPid:`, the
+/// state in `stat`) in text a process partly wrote.
+pub(crate) fn text_file(path: &Path, cap: u64) -> io::Result<String> {
+    let (bytes, _) = capped(std::fs::File::open(path)?, cap)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The arguments of `/proc/PID/cmdline` (empty ones dropped, as procfs
+/// does), each decoded lossily, at most [`CMDLINE_CAP`] bytes in all.
+pub(crate) fn cmdline(p: &Process) -> ProcResult<Vec<String>> {
+    Ok(cmdline_from_bytes(&relative(p, "cmdline", CMDLINE_CAP)?.0))
+}
+
+pub(crate) fn cmdline_from_bytes(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 pub(crate) fn status(p: &Process) -> ProcResult<Status> {
-    guarded("status", || p.status())
+    let (bytes, _) = relative(p, "status", STATUS_CAP)?;
+    status_from_bytes(&bytes)
 }
 
-pub(crate) fn maps(p: &Process) -> ProcResult<Vec<MemoryMap>> {
-    guarded("maps", || p.maps().map(|m| m.into_iter().collect()))
+pub(crate) fn status_from_bytes(bytes: &[u8]) -> ProcResult<Status> {
+    let text = String::from_utf8_lossy(bytes);
+    guarded("status", || {
+        Status::from_buf_read(Cursor::new(text.as_bytes()))
+    })
+}
+
+/// `/proc/PID/maps` parsed, and whether it was longer than [`MAPS_CAP`]
+/// (the mappings past the cap are not in the list).
+pub(crate) fn maps(p: &Process) -> ProcResult<(Vec<MemoryMap>, bool)> {
+    let (bytes, more) = relative(p, "maps", MAPS_CAP)?;
+    Ok((maps_from_bytes(&bytes, more)?, more))
+}
+
+/// Maps text parsed; `cut` when the text was cut at a cap, so that its
+/// last, partial line is dropped.
+pub(crate) fn maps_from_bytes(bytes: &[u8], cut: bool) -> ProcResult<Vec<MemoryMap>> {
+    let whole = if cut {
+        bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(&bytes[..0], |end| &bytes[..=end])
+    } else {
+        bytes
+    };
+    let text = String::from_utf8_lossy(whole);
+    guarded("maps", || {
+        procfs::process::MemoryMaps::from_buf_read(Cursor::new(text.as_bytes()))
+            .map(|m| m.into_iter().collect())
+    })
 }
 
 pub(crate) fn cgroups(p: &Process) -> ProcResult<procfs::ProcessCGroups> {
@@ -138,6 +215,30 @@ mod tests {
         assert_eq!(cpu_ticks(&s), max);
         assert_eq!(children_ticks(&s), u64::try_from(i64::MAX).expect("fits"));
         assert_eq!(crate::observe::fpu::parse_stat_cpu_ticks(&line), Some(max));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_processes_own_text_is_replaced_not_fatal() {
+        // Found by tests/integration/hostile.rs: a worker whose binary was
+        // named with a 0xff byte lost cmdline, status and maps to
+        // read_to_string's UTF-8 check, and with them its conviction.
+        let args = cmdline_from_bytes(b"\x1b]0;x\x07\n\xfe\xff\0--seconds\x0030\0\0");
+        assert_eq!(args, ["\x1b]0;x\x07\n\u{fffd}\u{fffd}", "--seconds", "30"]);
+        let real = std::fs::read_to_string("/proc/self/status").expect("own status");
+        let mut crafted = b"Name:\tkw\xffer\n".to_vec();
+        crafted.extend(
+            real.lines()
+                .skip(1)
+                .flat_map(|l| [l.as_bytes(), b"\n"].concat()),
+        );
+        let status = status_from_bytes(&crafted).expect("status parses");
+        assert_eq!(status.name, "kw\u{fffd}er");
+        assert!(status.vmrss.is_some_and(|kib| kib > 0), "{status:?}");
+        let maps = b"00400000-00452000 r-xp 00000000 08:02 173521 /tmp/kw\xffer\n\
+                     7f00-8f00 rw-p 00000000 00:00 0 \n7f0";
+        let whole = maps_from_bytes(maps, true).expect("maps parse");
+        assert_eq!(whole.len(), 2, "{whole:?}");
+        assert!(maps_from_bytes(maps, false).is_err(), "a partial last line");
     }
 
     #[test]

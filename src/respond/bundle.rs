@@ -417,7 +417,15 @@ fn collect_process(w: &mut Writer, p: &ProcessFacts, opts: &CollectOptions) -> i
     let maps: Vec<MemoryMap> = match procfs::process::Process::new_with_root(dir.clone())
         .and_then(|proc| crate::observe::procread::maps(&proc))
     {
-        Ok(m) => m.into_iter().collect(),
+        Ok((m, cut)) => {
+            if cut {
+                w.manifest.errors.push(format!(
+                    "/proc/{pid}/maps: longer than {} MiB; mappings past that not bundled",
+                    crate::observe::procread::MAPS_CAP >> 20
+                ));
+            }
+            m
+        }
         Err(e) => {
             w.manifest.errors.push(format!(
                 "/proc/{pid}/maps: {e} (no libraries or memory in the bundle)"

@@ -231,13 +231,13 @@ pub(super) fn take(att: &mut Attached, timeout: Duration) -> Result<Taken, Fail>
 }
 
 fn read_tracer_pid(status: &Path) -> io::Result<i32> {
-    let text = std::fs::read_to_string(status)?;
+    let text = crate::observe::procread::text_file(status, 1 << 20)?;
     parse_tracer_pid(&text)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no TracerPid line"))
 }
 
 fn read_state(task: &Path) -> Option<char> {
-    parse_stat_state(&std::fs::read_to_string(task.join("stat")).ok()?)
+    parse_stat_state(&crate::observe::procread::text_file(&task.join("stat"), 64 << 10).ok()?)
 }
 
 /// A thread's CPU time so far.
@@ -265,7 +265,7 @@ fn read_cpu_time(task: &Path) -> Option<CpuTime> {
             });
         }
     }
-    let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+    let stat = crate::observe::procread::text_file(&task.join("stat"), 64 << 10).ok()?;
     let ticks = parse_stat_cpu_ticks(&stat)?;
     let tick_ns = 1_000_000_000 / procfs::ticks_per_second().max(1);
     Some(CpuTime {
