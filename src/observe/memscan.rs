@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -140,7 +141,14 @@ pub fn scan(
             continue;
         }
         let base = usize::try_from(m.address.0).unwrap_or(usize::MAX);
-        if let Err(e) = scanner.scan(base, &block) {
+        let scanned_block = catch_unwind(AssertUnwindSafe(|| {
+            scanner
+                .scan(base, &block)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err("the rule engine panicked".to_string()));
+        if let Err(e) = scanned_block {
             tracing::debug!(pid, error = %e, "memory block scan failed");
             out.truncated = true;
             break;
@@ -149,9 +157,20 @@ pub fn scan(
         out.bytes_scanned += block.len() as u64;
         scanned.push(m);
     }
-    let results = scanner
-        .finish()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if out.regions_scanned == 0 {
+        // Nothing could be read (the process exec'd or exited after its
+        // maps were read): no rules to evaluate. yara-x 1.22 panics when a
+        // block scanner that saw no block is finished.
+        out.elapsed_ms = start.elapsed().as_millis() as u64;
+        return Ok(out);
+    }
+    let finishing = &mut scanner;
+    let results = catch_unwind(AssertUnwindSafe(move || {
+        let scanner = finishing;
+        scanner.finish()
+    }))
+    .map_err(|_| std::io::Error::other("the rule engine panicked finishing the scan"))?
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
     for rule in results.matching_rules() {
         let meta = crate::signatures::RuleMeta::of(&rule);
         let mut regions: Vec<String> = Vec::new();
@@ -180,4 +199,47 @@ pub fn scan(
     }
     out.elapsed_ms = start.elapsed().as_millis() as u64;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_whose_memory_cannot_be_read_scans_empty_instead_of_panicking() {
+        // Found by tests/integration/hostile.rs: a process that exec'd
+        // after its maps were read left no readable block, and finishing
+        // the yara-x block scanner with no block panicked the whole scan.
+        let sigs = crate::signatures::Signatures::load(None).expect("embedded rules");
+        let me = procfs::process::Process::myself().expect("self");
+        let mut maps: Vec<MemoryMap> = me.maps().expect("maps").into_iter().collect();
+        // Mappings of the right kind whose addresses are not mapped (now).
+        for m in &mut maps {
+            m.address = (0x10, 0x1000);
+        }
+        let scan = scan(
+            Path::new("/proc"),
+            i32::try_from(std::process::id()).expect("pid"),
+            None,
+            &maps,
+            sigs.rules(),
+            &Budget::default(),
+        )
+        .expect("scans");
+        assert_eq!((scan.regions_scanned, scan.matches.len()), (0, 0));
+        let nothing = scan_nothing(&sigs);
+        assert_eq!(nothing.regions_scanned, 0);
+    }
+
+    fn scan_nothing(sigs: &crate::signatures::Signatures) -> MemoryScan {
+        scan(
+            Path::new("/proc"),
+            i32::try_from(std::process::id()).expect("pid"),
+            None,
+            &[],
+            sigs.rules(),
+            &Budget::default(),
+        )
+        .expect("scans")
+    }
 }
