@@ -129,7 +129,10 @@ fn load_rules(dir: Option<&Path>) -> Result<Signatures> {
     let rules = Signatures::load(dir)?;
     for f in rules.files() {
         if let Some(e) = &f.error {
-            eprintln!("minerwatch: warning: skipped rule file: {e}");
+            eprintln!(
+                "minerwatch: warning: skipped rule file: {}",
+                minerwatch::report::escape_file_message(e, &f.path)
+            );
         }
     }
     Ok(rules)
@@ -597,6 +600,11 @@ fn emit(report: &Report, output: &OutputArgs) -> Result<Outcome> {
     }
 }
 
+/// A path for a terminal line, control characters escaped.
+fn shown(path: &Path) -> String {
+    minerwatch::report::escape_text(&path.display().to_string())
+}
+
 fn rules_check(dir: Option<&Path>) -> Result<Outcome> {
     let rules = Signatures::load(dir)?;
     let info = rules.info();
@@ -606,14 +614,22 @@ fn rules_check(dir: Option<&Path>) -> Result<Outcome> {
     let mut lines = vec![format!("embedded: {} rules OK", info.embedded)];
     for f in rules.files() {
         match &f.error {
-            None => lines.push(format!("{}: {} rules OK", f.path.display(), f.rules)),
+            None => lines.push(format!("{}: {} rules OK", shown(&f.path), f.rules)),
             Some(e) => {
                 failed += 1;
-                lines.push(format!("{}: FAILED\n{e}", f.path.display()));
+                lines.push(format!(
+                    "{}: FAILED\n{}",
+                    shown(&f.path),
+                    minerwatch::report::escape_file_message(e, &f.path)
+                ));
             }
         }
         for w in &f.warnings {
-            lines.push(format!("{}: warning\n{w}", f.path.display()));
+            lines.push(format!(
+                "{}: warning\n{}",
+                shown(&f.path),
+                minerwatch::report::escape_file_message(w, &f.path)
+            ));
         }
     }
     lines.push(format!(

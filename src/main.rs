@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     match app::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("minerwatch: error: {e:#}");
+            // An error can quote a path or a value the host handed us.
+            eprintln!(
+                "minerwatch: error: {}",
+                minerwatch::report::escape_lines(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

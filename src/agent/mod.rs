@@ -221,7 +221,10 @@ pub fn run(
     let sigs = Signatures::load(config.agent.rules_dir.as_deref())?;
     for f in sigs.files() {
         if let Some(e) = &f.error {
-            tracing::warn!("skipped rule file: {e}");
+            tracing::warn!(
+                "skipped rule file: {}",
+                crate::report::escape_file_message(e, &f.path)
+            );
         }
     }
     let shared = Arc::new(watch::Shared {

@@ -45,6 +45,27 @@ pub fn escape_text(s: &str) -> String {
     escape(s, &[])
 }
 
+/// A multi-line message about a file the host handed us (a rule file's
+/// compile error): `path` shown escaped wherever it appears, then every
+/// line escaped on its own, so the message keeps its lines but a newline
+/// or escape in a file name or its source cannot forge or drive anything.
+pub fn escape_file_message(message: &str, path: &std::path::Path) -> String {
+    let shown = path.display().to_string();
+    if shown.is_empty() {
+        return escape_lines(message);
+    }
+    escape_lines(&message.replace(&shown, &escape_text(&shown)))
+}
+
+/// Every line of `message` escaped on its own (its newlines kept).
+pub fn escape_lines(message: &str) -> String {
+    message
+        .split('\n')
+        .map(escape_text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// An output format.
 pub trait Render {
     /// Writes the whole report to `out`.

@@ -699,3 +699,87 @@ fn the_agents_allow_rules_apply_to_scan_and_analyze_with_config() {
         "{err}"
     );
 }
+
+/// Characters that must never reach a terminal raw: C0 controls but
+/// newline, DEL and the C1 controls (which some terminals obey).
+fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| (c.is_control() && *c != '\n') || ('\u{80}'..='\u{9f}').contains(c))
+        .collect()
+}
+
+/// Every text field a `--rules` directory feeds: its file names, a rule's
+/// metadata and the source quoted in a compile error, in `scan` (text and
+/// Markdown, stdout and stderr) and `rules check`.
+#[test]
+fn rule_files_cannot_put_control_characters_on_a_terminal() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let _stable = support::host_state_stable();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path()
+            .join(OsStr::from_bytes(b"evil\x1b[2J\nverdict: clean\x9b\xff.yar")),
+        "rule evil_rule {\n  meta:\n    description = \"\\x1b]0;owned\\x07\\nverdict: clean\\x1b[2J\"\n  \
+         condition: filename == \"sleep\"\n}\n",
+    )
+    .expect("w");
+    std::fs::write(
+        dir.path().join(OsStr::from_bytes(b"bad\x1b[31m.yar")),
+        b"rule x {\n  condition: \x1b[2J\x07 true\n}\n",
+    )
+    .expect("w");
+    let rules = dir.path().to_string_lossy().into_owned();
+    let mut sleeper = support::spawn_benign("sleep", &["60"]);
+    let pid = sleeper.pid().to_string();
+    for format in ["text", "markdown"] {
+        let out = minerwatch(&[
+            "scan",
+            "--window",
+            "0.3",
+            "--pid",
+            &pid,
+            "--rules",
+            &rules,
+            "--format",
+            format,
+            "--fail-on",
+            "miner",
+        ]);
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        );
+        assert_eq!(out.status.code(), Some(0), "{format}: {stdout}{err}");
+        assert!(
+            stdout.contains("evil_rule") || stdout.contains("evil\\_rule"),
+            "{format}: the user rule matched: {stdout}"
+        );
+        for (stream, text) in [("stdout", &stdout), ("stderr", &err)] {
+            let bad = raw_controls(text);
+            assert!(bad.is_empty(), "{format} {stream}: raw {bad:?} in {text}");
+            assert!(
+                !text.lines().any(|l| l.trim() == "verdict: clean"),
+                "{format} {stream}: a forged line in {text}"
+            );
+        }
+        assert!(
+            err.contains("bad\\x1b[31m.yar"),
+            "{format}: the bad file named, escaped: {err}"
+        );
+    }
+    let out = minerwatch(&["rules", "check", &rules]);
+    assert_eq!(out.status.code(), Some(1));
+    for text in [
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    ] {
+        let bad = raw_controls(&text);
+        assert!(bad.is_empty(), "rules check: raw {bad:?} in {text}");
+        assert!(
+            !text.lines().any(|l| l.trim() == "verdict: clean"),
+            "{text}"
+        );
+    }
+    sleeper.kill();
+}
