@@ -22,8 +22,10 @@ mod corpus;
 mod fpu;
 mod host;
 mod host_checks;
+mod hostile;
 mod miners;
 mod outputs;
+mod privilege;
 mod sweep;
 
 use std::process::{Command, Output};

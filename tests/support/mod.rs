@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod pidns;
 pub mod quiet;
 
 use std::fs;
@@ -87,35 +88,40 @@ pub fn rxworker_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         ensure_packages();
-        let src = Path::new(file!())
-            .parent()
-            .map(|dir| dir.join("rxworker.c"))
-            .expect("support dir");
-        let src = if src.is_absolute() {
-            src
-        } else {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(src)
-        };
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rxworker");
-        // Build under a private name, then rename: no half-written binary.
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let res = Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .args(["-lrandomx", "-lpthread", "-lssl", "-lcrypto"])
-            .output()
-            .expect("run cc");
-        assert!(
-            res.status.success(),
-            "compiling {} failed:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&res.stderr)
-        );
-        fs::rename(&tmp, &out).expect("install rxworker");
-        out
+        compile_c("rxworker", &["-lrandomx", "-lpthread", "-lssl", "-lcrypto"])
     })
     .clone()
+}
+
+/// Compiles tests/support/hostile.c (the processes a hostile host throws
+/// at a scanner) once per test process and returns the binary's path.
+pub fn hostile_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| compile_c("hostile", &["-lpthread"]))
+        .clone()
+}
+
+/// `cc -O2 -Wall -o TARGET_TMPDIR/NAME tests/support/NAME.c LIBS`.
+fn compile_c(name: &str, libs: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/support/{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    // Build under a private name, then rename: no half-written binary.
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let res = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .args(libs)
+        .output()
+        .expect("run cc");
+    assert!(
+        res.status.success(),
+        "compiling {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("install {name}: {e}"));
+    out
 }
 
 // ---------------------------------------------------------------- Child guard
@@ -125,6 +131,7 @@ struct Captured {
     stdout: String,
     stderr: String,
     stdout_eof: bool,
+    stderr_eof: bool,
 }
 
 /// A child process that is SIGKILLed and reaped on drop. Its stdout and
@@ -187,6 +194,32 @@ impl Child {
         lock(&self.captured.0).stderr.clone()
     }
 
+    /// Waits up to `timeout` for the process to exit, then for its stdout
+    /// and stderr to be drained; `None` (still running) on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.inner.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                _ => return None,
+            }
+        };
+        let (lock, cvar) = &*self.captured;
+        let mut cap = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !(cap.stdout_eof && cap.stderr_eof)
+            && Instant::now() < deadline + Duration::from_secs(5)
+        {
+            cap = cvar
+                .wait_timeout(cap, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Some(status)
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         matches!(self.inner.try_wait(), Ok(None))
@@ -224,6 +257,8 @@ fn drain(
             if n == 0 {
                 if is_stdout {
                     c.stdout_eof = true;
+                } else {
+                    c.stderr_eof = true;
                 }
                 cvar.notify_all();
                 return;

@@ -215,16 +215,57 @@ pub fn brute_force_sweep(
     }
     found.sort_unstable();
     found.dedup();
+    // The probes answer for thread ids too. A listed pid is a thread-group
+    // leader (/proc lists only those); a thread of a listed process is
+    // known from its task directory; only what is left has its status
+    // read (one read per thread made a host check of a process with
+    // 20,000 threads take seconds).
+    let listed: BTreeSet<i32> = list_pids_raw(proc_root)
+        .map(|l| l.into_iter().collect())
+        .unwrap_or_default();
+    let threads = proc_fd
+        .as_ref()
+        .filter(|_| found.iter().any(|p| !listed.contains(p)))
+        .map(|fd| threads_of(fd, &listed))
+        .unwrap_or_default();
     let found = found
         .into_iter()
         .filter(|&pid| {
-            proc_fd
-                .as_ref()
-                .and_then(|fd| thread_group_leader(fd, pid))
-                .unwrap_or(true)
+            listed.contains(&pid)
+                || (!threads.contains(&pid)
+                    && proc_fd
+                        .as_ref()
+                        .and_then(|fd| thread_group_leader(fd, pid))
+                        .unwrap_or(true))
         })
         .collect();
     (found, swept)
+}
+
+/// The thread ids (other than the leader's) of the processes `pids`, from
+/// their task directories.
+fn threads_of(proc_fd: &OwnedFd, pids: &BTreeSet<i32>) -> std::collections::HashSet<i32> {
+    let mut out = std::collections::HashSet::new();
+    for &pid in pids {
+        let Ok(task) = open_at(
+            proc_fd,
+            format!("{pid}/task").as_bytes(),
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+        ) else {
+            continue;
+        };
+        if let Ok((entries, _)) = getdents(&task, usize::MAX) {
+            out.extend(
+                entries
+                    .iter()
+                    .filter_map(|e| parse_pid(&e.name))
+                    .filter(|&tid| tid != pid),
+            );
+        }
+    }
+    out
 }
 
 /// Compares the three listings: every pid missing from at least one of them.
