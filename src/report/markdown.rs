@@ -12,6 +12,26 @@ use crate::judge::{Finding, Kind, Report, Strength};
 /// `--format markdown`.
 pub struct Markdown;
 
+/// A command line is cut after this many characters: one process can pass
+/// megabytes of arguments, and a report is read by people.
+const COMMAND_LINE_CHARS: usize = 4096;
+
+/// The command line, escaped, cut at [`COMMAND_LINE_CHARS`] with the rest
+/// counted (the JSON report and the snapshot keep it whole).
+fn command_line(args: &[String]) -> String {
+    let line = args.join(" ");
+    let total = line.chars().count();
+    if total <= COMMAND_LINE_CHARS {
+        return md(&line);
+    }
+    let head: String = line.chars().take(COMMAND_LINE_CHARS).collect();
+    format!(
+        "{}… ({} more characters; the JSON report has them all)",
+        md(&head),
+        total - COMMAND_LINE_CHARS
+    )
+}
+
 /// Text from the host for a table cell or a line: control characters shown
 /// escaped (as in the text format), Markdown's own characters backslashed.
 fn md(s: &str) -> String {
@@ -80,7 +100,7 @@ impl Markdown {
                 "executable SHA-256",
                 p.exe_sha256.clone().unwrap_or_else(|| "not read".into()),
             ),
-            ("command line", md(&p.cmdline.join(" "))),
+            ("command line", command_line(&p.cmdline)),
             ("user", format!("{user} (uid {})", p.uid)),
             (
                 "CPU",
