@@ -5,6 +5,7 @@
  * Every mode prints "ready PID" (its own pid, as its PID namespace numbers
  * it) once the condition stands, then waits to be killed, unless noted:
  *   threads N        N threads (minimal stacks), all blocked in pause()
+ *   procs N          N child processes, all blocked in pause()
  *   maps N           N separate mappings (one region, alternating
  *                    protections page by page, so the kernel cannot merge)
  *   fds N            N open file descriptors (RLIMIT_NOFILE raised; fewer
@@ -68,6 +69,20 @@ static int threads(long n) {
         int rc = pthread_create(&t, &attr, sleeper, NULL);
         if (rc != 0) {
             fprintf(stderr, "thread %ld: %s\n", i, strerror(rc));
+            return 1;
+        }
+    }
+    ready();
+    hold();
+    return 0;
+}
+
+static int procs(long n) {
+    for (long i = 0; i < n; i++) {
+        pid_t c = fork();
+        if (c == 0) hold();
+        if (c < 0) {
+            perror("fork");
             return 1;
         }
     }
@@ -229,6 +244,7 @@ static int trace(pid_t pid) {
 
 int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "threads") == 0) return threads(atol(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "procs") == 0) return procs(atol(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "maps") == 0) return maps(atol(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "fds") == 0) return fds(atol(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "storm") == 0)
@@ -242,6 +258,6 @@ int main(int argc, char **argv) {
     }
     if (argc >= 2 && strcmp(argv[1], "reuse") == 0) return reuse();
     if (argc >= 3 && strcmp(argv[1], "trace") == 0) return trace((pid_t)atoi(argv[2]));
-    fprintf(stderr, "usage: hostile threads|maps|fds|storm|execloop|reuse|trace ...\n");
+    fprintf(stderr, "usage: hostile threads|procs|maps|fds|storm|execloop|reuse|trace ...\n");
     return 2;
 }
