@@ -235,6 +235,7 @@ pub fn run(
         hostname: observe::host_name(&config.agent.root),
         allow: std::sync::RwLock::new(Arc::new(config.allow.clone())),
         root: config.agent.root.clone(),
+        losses: std::sync::Mutex::new(Vec::new()),
     });
     let send = |events: &[Event]| watch::send(&shared, events);
     let drop_dirs: Vec<PathBuf> = config
@@ -370,6 +371,7 @@ pub fn run(
             let (cpu, rss) = self_usage();
             let up = started.elapsed().as_secs_f64().max(0.001);
             let time = now();
+            let output_losses = watch::losses(&shared);
             send(&[Event::heartbeat(&Heartbeat {
                 schema: crate::judge::REPORT_SCHEMA,
                 kind: "heartbeat",
@@ -385,6 +387,7 @@ pub fn run(
                 rules_hash: &sigs.info().hash,
                 binaries_cached: cache.binaries(),
                 dropped_events: tracker.dropped(),
+                output_losses: &output_losses,
             })]);
         }
         if ticks.is_some_and(|n| tick >= n) {
@@ -538,5 +541,7 @@ fn auto_contain(
 }
 
 fn reload_failed(error: &str) -> Event {
-    Event::rules_error(error, &now())
+    let error = crate::report::escape_lines(error);
+    tracing::warn!("reload failed, keeping the last good rules and config: {error}");
+    Event::rules_error(&error, &now())
 }

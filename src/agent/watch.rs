@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use super::output::{Event, Sink};
-use crate::report::event::LandedFile;
+use crate::report::event::{LandedFile, OutputLoss};
 use crate::safefs as files;
 use crate::signatures::{FileContext, Signatures};
 
@@ -32,20 +32,59 @@ pub struct Shared {
     pub allow: RwLock<Arc<Vec<crate::judge::AllowRule>>>,
     /// The host's root (`agent.root`): landed paths as the host names them.
     pub root: PathBuf,
+    /// What each output lost, by output name (kept across reloads).
+    pub losses: Mutex<Vec<OutputLoss>>,
 }
 
-/// Sends events to every sink.
+/// Sends events to every sink. A sink that fails is logged once when it
+/// starts failing and once when it recovers; what it lost is counted for
+/// the heartbeat.
 pub fn send(shared: &Shared, events: &[Event]) {
     let mut sinks = match shared.sinks.lock() {
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
+    let mut losses = match shared.losses.lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
     for e in events {
         for s in sinks.iter_mut() {
-            if let Err(err) = s.send(e) {
-                tracing::warn!(output = %s.name(), "cannot send event: {err}");
+            let result = s.send(e);
+            let name = s.name();
+            let at = losses.iter().position(|l| l.output == name);
+            match (result, at) {
+                (Ok(()), Some(i)) if losses[i].failing => {
+                    losses[i].failing = false;
+                    tracing::warn!(output = %name, lost = losses[i].lost, "output recovered");
+                }
+                (Ok(()), _) => {}
+                (Err(err), at) => {
+                    let i = at.unwrap_or_else(|| {
+                        losses.push(OutputLoss {
+                            output: name.clone(),
+                            ..OutputLoss::default()
+                        });
+                        losses.len() - 1
+                    });
+                    let l = &mut losses[i];
+                    if !l.failing {
+                        tracing::warn!(output = %name, "cannot send event: {err}; counting what is lost until it recovers");
+                    }
+                    l.lost += 1;
+                    l.failing = true;
+                    l.last_error = crate::report::escape_text(&err.to_string());
+                }
             }
         }
+    }
+}
+
+/// What the outputs lost so far.
+pub fn losses(shared: &Shared) -> Vec<OutputLoss> {
+    match shared.losses.lock() {
+        Ok(l) => l.clone(),
+        Err(p) => p.into_inner().clone(),
     }
 }
 

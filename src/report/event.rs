@@ -209,6 +209,23 @@ pub struct Heartbeat<'a> {
     pub rules_hash: &'a str,
     pub binaries_cached: usize,
     pub dropped_events: u64,
+    /// Every output that failed to take an event since the agent started:
+    /// what was lost and where (the outputs that work carry this news).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub output_losses: &'a [OutputLoss],
+}
+
+/// Events an output could not take.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OutputLoss {
+    /// The output, e.g. `file /var/log/minerwatch/events.ndjson`.
+    pub output: String,
+    /// Events it lost since the agent started.
+    pub lost: u64,
+    /// Whether its last attempt failed (false: it has recovered).
+    pub failing: bool,
+    /// Its last error.
+    pub last_error: String,
 }
 
 /// The agent froze a `miner` process tree and collected its evidence

@@ -19,6 +19,7 @@ mod agent;
 mod cli;
 mod contain;
 mod corpus;
+mod faults;
 mod fpu;
 mod host;
 mod host_checks;

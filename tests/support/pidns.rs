@@ -32,6 +32,12 @@ impl PidNs {
         }
     }
 
+    /// The init's pid outside: `/proc/INIT/root` shows the namespace's
+    /// mounts.
+    pub fn init(&self) -> i32 {
+        self.init
+    }
+
     /// `nsenter --pid --mount` into the namespace, running `program args`.
     /// The process inside is the child of the returned `nsenter` guard
     /// (killed with it: same process group); see [`PidNs::inner`].
