@@ -1,10 +1,10 @@
 //! The agent under faults (issue 11, item 6), each built for real in a PID
 //! and mount namespace of the test's own: its output disk full (a 256 KiB
 //! tmpfs), its log deleted and rotated by someone else, a SIGHUP storm, the
-//! rules directory replaced by a symlink to /dev/zero and by a FIFO, and a
-//! config with megabyte strings. It keeps ticking to the outputs that work,
-//! says in its heartbeats what each failing output lost, and recovers when
-//! the fault ends.
+//! rules directory replaced by a symlink to /dev/zero and by a FIFO, a
+//! config with megabyte strings, and the wall clock jumping back an hour.
+//! It keeps ticking to the outputs that work, says in its heartbeats what
+//! each failing output lost, and recovers when the fault ends.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -267,6 +267,128 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
         .unwrap_or(0);
     assert!((1..256 * 1024).contains(&rss_kib), "peak RSS {rss_kib} KiB");
 
+    // SAFETY: SIGTERM to the agent this test started.
+    unsafe { libc::kill(agent_pid, libc::SIGTERM) };
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        context(&agent)
+    );
+}
+
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The wall clock jumping back an hour and forward again, for the agent
+/// alone (libfaketime, the monotonic clock left alone, as a real clock
+/// step leaves it): ticks and heartbeats keep their cadence, a worker that
+/// starts while the clock is behind is alerted, and event times follow the
+/// wall clock.
+#[test]
+fn the_agent_keeps_its_cadence_when_the_wall_clock_jumps_back_an_hour() {
+    assert!(
+        Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing (Debian package faketime): run the test command from the README"
+    );
+    let _heavy = support::heavy_lock();
+    let ns = PidNs::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let stamp = d.join("clock");
+    std::fs::write(&stamp, "+0\n").expect("clock");
+    let main_events = d.join("events.ndjson");
+    let config = d.join("minerwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ntick_secs = 1.0\nheartbeat_secs = 1\ncpu_budget_percent = 100\nwatch_dirs = []\n\n\
+             [[output]]\nkind = \"file\"\npath = \"{}\"\n",
+            main_events.display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = ns.command(BIN);
+    cmd.args(["agent", "--config"])
+        .arg(&config)
+        .env("LD_PRELOAD", FAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &stamp)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let mut agent = Child::spawn(cmd).expect("agent starts");
+    let (agent_pid, _) = ns.inner(&agent);
+    let context = |agent: &Child| {
+        format!(
+            "agent stderr: {}\nevents: {:#?}",
+            agent.stderr_so_far(),
+            events(&main_events)
+        )
+    };
+    assert!(
+        wait_beats(&main_events, 60, |b| b.len() >= 3),
+        "{}",
+        context(&agent)
+    );
+    let wall = |e: &Value| {
+        e["time"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
+    };
+    // Back an hour, a worker started meanwhile, then forward again.
+    std::fs::write(&stamp, "-1h\n").expect("clock back");
+    let before = heartbeats(&main_events).len();
+    let mut worker = ns.spawn(
+        support::rxworker_bin(),
+        &["--mode", "light", "--seconds", "60"],
+    );
+    assert!(worker.wait_for_line("hashing", Duration::from_secs(60)));
+    let (_, worker_pid) = ns.inner(&worker);
+    let alerted = |evs: &[Value]| {
+        evs.iter()
+            .any(|e| e["type"] == "alert" && e["pid"] == worker_pid && e["level"] == "miner")
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !alerted(&events(&main_events)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        alerted(&events(&main_events)),
+        "no alert while the clock was back: {}",
+        context(&agent)
+    );
+    assert!(
+        wait_beats(&main_events, 10, |b| b.len() >= before + 3),
+        "{}",
+        context(&agent)
+    );
+    std::fs::write(&stamp, "+0\n").expect("clock forward");
+    let behind = heartbeats(&main_events).len();
+    assert!(
+        wait_beats(&main_events, 10, |b| b.len() >= behind + 3),
+        "ticking stopped when the clock came forward: {}",
+        context(&agent)
+    );
+    // The heartbeats' times went back about an hour and came forward again,
+    // while they kept coming about one a second.
+    let beats = heartbeats(&main_events);
+    let times: Vec<i64> = beats.iter().filter_map(wall).collect();
+    assert_eq!(times.len(), beats.len(), "{beats:#?}");
+    assert!(
+        times
+            .windows(2)
+            .any(|w| (3000..=3700).contains(&(w[0] - w[1]))),
+        "no step back of an hour in {times:?}"
+    );
+    assert!(
+        times
+            .windows(2)
+            .any(|w| (3000..=3700).contains(&(w[1] - w[0]))),
+        "no step forward of an hour in {times:?}"
+    );
+    let ticks: Vec<u64> = beats.iter().filter_map(|h| h["ticks"].as_u64()).collect();
+    assert!(ticks.windows(2).all(|w| w[1] > w[0]), "{ticks:?}");
+    worker.kill();
     // SAFETY: SIGTERM to the agent this test started.
     unsafe { libc::kill(agent_pid, libc::SIGTERM) };
     let status = agent.wait_exit(Duration::from_secs(30));
