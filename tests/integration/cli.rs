@@ -227,7 +227,7 @@ fn unreadable_rules_dir_is_exit_2() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut cmd = Command::new(BIN);
     cmd.args(["rules", "check"]).arg(&locked);
-    if nix_is_root() {
+    if crate::is_root() {
         use std::os::unix::process::CommandExt;
         cmd.uid(65534).gid(65534);
     }
@@ -238,11 +238,6 @@ fn unreadable_rules_dir_is_exit_2() {
         "{}",
         stderr(&out)
     );
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]
@@ -494,7 +489,7 @@ fn vanished_zombie_and_refused_processes_are_coverage_not_crashes() {
     assert_eq!(report["verdict"], "clean", "{report}");
 
     // As an unprivileged user, a root process's maps and exe are refused.
-    if nix_is_root() {
+    if crate::is_root() {
         use std::os::unix::process::CommandExt;
         let as_nobody = |extra: &[&str]| {
             crate::scan_json(tree.pid())
@@ -700,14 +695,6 @@ fn the_agents_allow_rules_apply_to_scan_and_analyze_with_config() {
     );
 }
 
-/// Characters that must never reach a terminal raw: C0 controls but
-/// newline, DEL and the C1 controls (which some terminals obey).
-fn raw_controls(text: &str) -> Vec<char> {
-    text.chars()
-        .filter(|c| (c.is_control() && *c != '\n') || ('\u{80}'..='\u{9f}').contains(c))
-        .collect()
-}
-
 /// Every text field a `--rules` directory feeds: its file names, a rule's
 /// metadata and the source quoted in a compile error, in `scan` (text and
 /// Markdown, stdout and stderr) and `rules check`.
@@ -756,7 +743,7 @@ fn rule_files_cannot_put_control_characters_on_a_terminal() {
             "{format}: the user rule matched: {stdout}"
         );
         for (stream, text) in [("stdout", &stdout), ("stderr", &err)] {
-            let bad = raw_controls(text);
+            let bad = crate::raw_controls(text);
             assert!(bad.is_empty(), "{format} {stream}: raw {bad:?} in {text}");
             assert!(
                 !text.lines().any(|l| l.trim() == "verdict: clean"),
@@ -774,7 +761,7 @@ fn rule_files_cannot_put_control_characters_on_a_terminal() {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr(&out),
     ] {
-        let bad = raw_controls(&text);
+        let bad = crate::raw_controls(&text);
         assert!(bad.is_empty(), "rules check: raw {bad:?} in {text}");
         assert!(
             !text.lines().any(|l| l.trim() == "verdict: clean"),

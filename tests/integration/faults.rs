@@ -16,13 +16,7 @@ use crate::BIN;
 use crate::support::pidns::PidNs;
 use crate::support::{self, Child};
 
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use crate::agent_events as events;
 
 fn heartbeats(path: &Path) -> Vec<Value> {
     events(path)
@@ -257,14 +251,7 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
         "the megabyte config was not refused by name: {}",
         context(&agent)
     );
-    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{agent_pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let rss_kib = crate::peak_rss_kib(agent_pid);
     assert!((1..256 * 1024).contains(&rss_kib), "peak RSS {rss_kib} KiB");
 
     // SAFETY: SIGTERM to the agent this test started.

@@ -199,7 +199,7 @@ impl HostileHost {
     /// Nothing this test started is left stopped, and only the tracer
     /// traces anything.
     fn assert_nothing_stopped(&self) {
-        let (_, tracer_inner) = self.get("tracer");
+        let (tracer_outer, _) = self.get("tracer");
         for (name, outer, _, _) in &self.procs {
             let Ok(tasks) = std::fs::read_dir(format!("/proc/{outer}/task")) else {
                 continue;
@@ -223,14 +223,9 @@ impl HostileHost {
                     path.display()
                 );
                 let tracer: i32 = field("TracerPid:").parse().unwrap_or(-1);
-                let expected = if *name == "worker" { tracer_inner } else { 0 };
                 // TracerPid is given in the reader's namespace: the tracer's
                 // outer pid here.
-                let expected = if expected == 0 {
-                    0
-                } else {
-                    self.get("tracer").0
-                };
+                let expected = if *name == "worker" { tracer_outer } else { 0 };
                 assert_eq!(tracer, expected, "{name} thread {}", path.display());
             }
         }
@@ -251,14 +246,6 @@ fn maxrss_kib(stderr: &str) -> u64 {
         .find_map(|l| l.strip_prefix("maxrss="))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no maxrss in {stderr}"))
-}
-
-/// Bytes that must never reach a terminal: C0 controls but newline, DEL,
-/// and C1 controls (U+0080 to U+009F, which some terminals obey).
-fn raw_controls(text: &str) -> Vec<char> {
-    text.chars()
-        .filter(|c| (c.is_control() && *c != '\n') || ('\u{80}'..='\u{9f}').contains(c))
-        .collect()
 }
 
 /// A whole-namespace scan, timed: `minerwatch scan ARGS` under
@@ -377,7 +364,7 @@ fn text_and_markdown_of_a_hostile_host_pass_no_control_character() {
     for format in ["text", "markdown"] {
         let (code, stdout, stderr, _) = scan(&mut host, &["--format", format, "--window", "1"]);
         assert_eq!(code, Some(1), "{format}: {}", tail(&stderr));
-        let bad = raw_controls(&stdout);
+        let bad = crate::raw_controls(&stdout);
         assert!(
             bad.is_empty(),
             "{format}: raw controls {bad:?} in\n{stdout}"
@@ -482,14 +469,7 @@ fn the_agent_ticks_through_a_hostile_host_and_alerts_on_the_worker() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let recovered = count(&read_events()).1 - after_storm;
-    let hwm_kib = std::fs::read_to_string(format!("/proc/{agent_outer}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let hwm_kib = crate::peak_rss_kib(agent_outer);
     // SAFETY: SIGTERM to the agent this test started (its guard holds it).
     unsafe { libc::kill(agent_outer, libc::SIGTERM) };
     let status = agent.wait_exit(Duration::from_secs(30));

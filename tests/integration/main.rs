@@ -94,6 +94,43 @@ pub fn scan_pids(pids: &[i32], extra: &[&str]) -> Value {
     report
 }
 
+/// Whether the tests run as root (some drop to another user).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Characters that must never reach a terminal raw: C0 controls but
+/// newline, DEL, and the C1 controls (U+0080 to U+009F, which some
+/// terminals obey).
+pub fn raw_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| (c.is_control() && *c != '\n') || ('\u{80}'..='\u{9f}').contains(c))
+        .collect()
+}
+
+/// The events in an agent's NDJSON file so far (a line not yet whole is
+/// left out).
+pub fn agent_events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A process's peak RSS (`VmHWM`) in KiB, 0 when it cannot be read.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// 0 clean, 1 notice, 2 suspicious, 3 miner.
 pub fn level_rank(level: &str) -> u8 {
     match level {

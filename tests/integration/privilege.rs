@@ -73,7 +73,7 @@ fn effective(caps: &str) -> (u64, String) {
 
 #[test]
 fn scan_with_only_ptrace_and_dac_read_search_convicts_a_disguised_root_worker() {
-    if !nix_is_root() {
+    if !crate::is_root() {
         eprintln!("skipped: needs root to drop to nobody with capabilities");
         return;
     }
@@ -156,7 +156,7 @@ fn scan_with_only_ptrace_and_dac_read_search_convicts_a_disguised_root_worker() 
 
 #[test]
 fn agent_with_only_ptrace_and_dac_read_search_alerts_and_writes_nothing_else() {
-    if !nix_is_root() {
+    if !crate::is_root() {
         eprintln!("skipped: needs root to drop to nobody with capabilities");
         return;
     }
@@ -228,13 +228,7 @@ fn agent_with_only_ptrace_and_dac_read_search_alerts_and_writes_nothing_else() {
         .env("TMPDIR", &home);
     let mut agent = support::Child::spawn(cmd).expect("agent starts");
     let (agent_outer, _) = ns.inner(&agent);
-    let read = || -> Vec<Value> {
-        std::fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let read = || crate::agent_events(&events);
     let deadline = Instant::now() + Duration::from_secs(60);
     let alerted = loop {
         let alerted = read()
@@ -281,9 +275,4 @@ fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false)
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
