@@ -177,10 +177,11 @@ pub fn brute_force_sweep(
     // listed pid above it shows (listed first, so none is newer than the
     // last pid read after). /proc/loadavg tells the allocator of *our*
     // namespace: of no use for a procfs of another one.
+    // One raw listing serves this and the thread classification below.
+    let listing = list_pids_raw(proc_root).ok();
     let listed_top = (probe != Probe::Stat && *sweep == Sweep::Full)
-        .then(|| list_pids_raw(proc_root).ok())
-        .flatten()
-        .map(|l| l.last().copied().unwrap_or(0));
+        .then(|| listing.as_ref().map(|l| l.last().copied().unwrap_or(0)))
+        .flatten();
     let last_pid = if probe == Probe::Stat {
         None
     } else {
@@ -219,10 +220,9 @@ pub fn brute_force_sweep(
     // leader (/proc lists only those); a thread of a listed process is
     // known from its task directory; only what is left has its status
     // read (one read per thread made a host check of a process with
-    // 20,000 threads take seconds).
-    let listed: BTreeSet<i32> = list_pids_raw(proc_root)
-        .map(|l| l.into_iter().collect())
-        .unwrap_or_default();
+    // 20,000 threads take seconds). A process born during the sweep is
+    // not in the listing and has its status read.
+    let listed: BTreeSet<i32> = listing.into_iter().flatten().collect();
     let threads = proc_fd
         .as_ref()
         .filter(|_| found.iter().any(|p| !listed.contains(p)))
