@@ -21,26 +21,25 @@
 //!    removed from ld.so.preload.
 //!
 //! Without `--kill` the trees stay frozen: the plan says how to thaw them.
+//! Steps 4 and 5 live in `disarm.rs`.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::RespondError;
 use super::bundle::{self, CollectOptions};
+use super::disarm::{Held, disable_entry, failed, ok, quarantine, remove_preload};
 use super::freeze::{self, Member, Method};
 use crate::judge::{Level, Report, persistence::launching};
-use crate::safefs::{self, write};
+use crate::safefs::{self, write::private_dir};
 use crate::snapshot::{HostSnapshot, PersistenceEntry};
 
-/// The marker of every line `contain` comments out.
-pub const MARKER: &str = "# minerwatch contain";
+pub use super::disarm::MARKER;
+
 /// Largest executable copied into quarantine.
 const MAX_QUARANTINE_BYTES: u64 = 1 << 30;
-/// Largest persistence file rewritten.
-const MAX_EDIT_BYTES: u64 = 4 << 20;
 
 /// What the responder asked for.
 #[derive(Debug, Clone)]
@@ -322,38 +321,6 @@ pub fn plan(snapshot: &HostSnapshot, report: &Report, req: &Request) -> Result<P
     })
 }
 
-/// An executable read while frozen, for quarantine.
-struct Held {
-    pid: i32,
-    link: String,
-    bytes: Vec<u8>,
-    truncated: bool,
-    dev: u64,
-    ino: u64,
-}
-
-fn ok(step: &str, target: String, before: String, after: String) -> Action {
-    Action {
-        step: step.into(),
-        target,
-        before,
-        after,
-        ok: true,
-        error: None,
-    }
-}
-
-fn failed(step: &str, target: String, before: String, error: String) -> Action {
-    Action {
-        step: step.into(),
-        target,
-        before,
-        after: "unchanged".into(),
-        ok: false,
-        error: Some(error),
-    }
-}
-
 /// Carries out `plan`. Returns every action, failed ones included; an
 /// error only when nothing could be done safely (a tree that did not
 /// freeze is not collected from or killed blind: it is reported). When the
@@ -523,355 +490,6 @@ pub fn execute(
     log
 }
 
-/// A directory of our own (quarantine, evidence): made 0700 if missing;
-/// refused when it is a symlink, not ours, or open to group or others.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(dir).is_err() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(std::io::Error::other(
-            "it is not a directory (a symlink is never followed)",
-        ));
-    }
-    let euid = rustix::process::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(std::io::Error::other(format!(
-            "it belongs to uid {}, not to us (uid {euid})",
-            meta.uid()
-        )));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(std::io::Error::other(format!(
-            "it has mode {:o}: group and others can reach it; chmod 700 it",
-            meta.permissions().mode() & 0o7777
-        )));
-    }
-    Ok(())
-}
-
-fn quarantine(dir: &Path, h: &Held, snapshot: &HostSnapshot, root: &Path) -> Vec<Action> {
-    let mut log = Vec::new();
-    let sha = safefs::sha256_hex(&h.bytes);
-    let target = format!("{} (pid {})", h.link, h.pid);
-    if let Err(e) = private_dir(dir) {
-        log.push(failed(
-            "quarantine",
-            target,
-            h.link.clone(),
-            format!("quarantine directory '{}': {e}", dir.display()),
-        ));
-        return log;
-    }
-    let base: String = h
-        .link
-        .trim_end_matches(" (deleted)")
-        .rsplit('/')
-        .next()
-        .unwrap_or("exe")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name = format!("{}-{}-{}", &sha[..16], h.pid, base);
-    let p = snapshot.processes.iter().find(|p| p.pid == h.pid);
-    let record = serde_json::json!({
-        "sha256": sha,
-        "size": h.bytes.len(),
-        "truncated": h.truncated,
-        "origin": h.link,
-        "pid": h.pid,
-        "start_time": p.map(|p| p.start_time),
-        "comm": p.map(|p| p.comm.clone()),
-        "cmdline": p.map(|p| p.cmdline.clone()),
-        "user": p.and_then(|p| p.user.clone()),
-        "host": snapshot.host.hostname,
-        "quarantined_at": jiff::Timestamp::now().to_string(),
-    });
-    let written = write::open_parent(dir, Path::new(&name)).and_then(|(fd, file)| {
-        write::create_new_at(&fd, &file, 0o000, &h.bytes)?;
-        let rec = serde_json::to_vec_pretty(&record).unwrap_or_default();
-        write::create_new_at(&fd, format!("{name}.json").as_bytes(), 0o600, &rec)
-    });
-    match written {
-        Ok(()) => log.push(ok(
-            "quarantine",
-            target,
-            format!("{} (SHA-256 {sha})", h.link),
-            format!(
-                "{}/{name} mode 0000, record {}/{name}.json",
-                dir.display(),
-                dir.display()
-            ),
-        )),
-        Err(e) => {
-            log.push(failed("quarantine", target, h.link.clone(), e.to_string()));
-            return log;
-        }
-    }
-    // The original, when one is still on disk.
-    if h.link.ends_with(" (deleted)") || h.link.starts_with("/memfd:") || !h.link.starts_with('/') {
-        log.push(ok(
-            "remove-original",
-            h.link.clone(),
-            "no file on disk (deleted, or a memfd)".into(),
-            "nothing to remove".into(),
-        ));
-        return log;
-    }
-    let removed = write::open_parent(root, Path::new(&h.link))
-        .and_then(|(fd, file)| write::unlink_if_same(&fd, &file, h.dev, h.ino));
-    let shown = root
-        .join(h.link.trim_start_matches('/'))
-        .display()
-        .to_string();
-    match removed {
-        Ok(()) => log.push(ok(
-            "remove-original",
-            shown,
-            format!("present (SHA-256 {sha})"),
-            "removed".into(),
-        )),
-        Err(e) => log.push(failed(
-            "remove-original",
-            shown,
-            "present".into(),
-            e.to_string(),
-        )),
-    }
-    log
-}
-
-/// Path of `full` (a `--root`-prefixed host path) below `root`.
-fn below_root<'a>(root: &Path, full: &'a str) -> &'a Path {
-    Path::new(full)
-        .strip_prefix(root)
-        .unwrap_or(Path::new(full))
-}
-
-/// Comments out the entry's line (and its continuation lines).
-fn disable_entry(e: &PersistenceEntry, root: &Path) -> Vec<Action> {
-    let mut log = Vec::new();
-    let target = format!("{} {}:{}", e.kind, e.path, e.line);
-    let edited = (|| -> Result<(String, String), String> {
-        if e.line == 0 {
-            return Err(
-                "the entry is the file as a whole, not a line: left for a person to judge".into(),
-            );
-        }
-        let (bytes, truncated) = safefs::read_regular(Path::new(&e.path), MAX_EDIT_BYTES, true)
-            .map_err(|err| format!("cannot read it: {err}"))?;
-        if truncated {
-            return Err(format!("larger than {MAX_EDIT_BYTES} bytes: not edited"));
-        }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_string).collect();
-        let i = (e.line - 1) as usize;
-        let line = lines
-            .get(i)
-            .ok_or_else(|| {
-                "the file no longer has that line: it changed since the scan".to_string()
-            })?
-            .clone();
-        if line.trim_start().starts_with('#') {
-            return Err(format!("line {} is already commented out", e.line));
-        }
-        let probe: String = e.command.chars().take(40).collect();
-        if !line.contains(probe.trim()) && !e.text.starts_with(line.trim_end()) {
-            return Err(format!(
-                "line {} now reads `{}`, not the entry: it changed since the scan",
-                e.line,
-                line.trim_end()
-            ));
-        }
-        let stamp = format!(
-            "{MARKER} {}: disabled: ",
-            jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        );
-        let mut j = i;
-        while let Some(l) = lines.get_mut(j) {
-            let continued = l.trim_end().ends_with('\\');
-            *l = format!("{stamp}{l}");
-            if !continued {
-                break;
-            }
-            j += 1;
-        }
-        let after = lines[i].trim_end().to_string();
-        let (dir, name) =
-            write::open_parent(root, below_root(root, &e.path)).map_err(|err| err.to_string())?;
-        write::replace_at(&dir, &name, lines.concat().as_bytes()).map_err(|err| err.to_string())?;
-        Ok((line.trim_end().to_string(), after))
-    })();
-    match edited {
-        Ok((before, after)) => log.push(ok("disable-persistence", target, before, after)),
-        Err(err) => log.push(failed("disable-persistence", target, e.text.clone(), err)),
-    }
-    if e.kind == "systemd" {
-        log.extend(remove_enablement(e, root));
-    }
-    log
-}
-
-/// Removes the `*.wants/` and `*.requires/` symlinks that enable the unit.
-fn remove_enablement(e: &PersistenceEntry, root: &Path) -> Vec<Action> {
-    let mut log = Vec::new();
-    let Some(unit) = e.path.rsplit('/').next() else {
-        return log;
-    };
-    for base in [
-        "etc/systemd/system",
-        "usr/lib/systemd/system",
-        "lib/systemd/system",
-    ] {
-        let dir = root.join(base);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for d in entries.flatten() {
-            let name = d.file_name().to_string_lossy().into_owned();
-            if !(name.ends_with(".wants") || name.ends_with(".requires")) {
-                continue;
-            }
-            let link = d.path().join(unit);
-            let Ok(meta) = std::fs::symlink_metadata(&link) else {
-                continue;
-            };
-            if !meta.file_type().is_symlink() {
-                continue;
-            }
-            let shown = link.display().to_string();
-            let before = std::fs::read_link(&link)
-                .map(|t| format!("symlink to {}", t.display()))
-                .unwrap_or_default();
-            let rel = Path::new(base).join(&name).join(unit);
-            match write::open_parent(root, &rel).and_then(|(fd, n)| write::unlink_symlink(&fd, &n))
-            {
-                Ok(()) => log.push(ok("disable-persistence", shown, before, "removed".into())),
-                Err(err) => log.push(failed(
-                    "disable-persistence",
-                    shown,
-                    before,
-                    err.to_string(),
-                )),
-            }
-        }
-    }
-    log
-}
-
-/// Removes `libs` from ld.so.preload, keeping every other entry.
-fn remove_preload(snapshot: &HostSnapshot, libs: &[String], root: &Path) -> Action {
-    let Some(pre) = &snapshot.host_facts.ld_so_preload else {
-        return failed(
-            "disable-persistence",
-            "ld.so.preload".into(),
-            String::new(),
-            "no ld.so.preload was read".into(),
-        );
-    };
-    let target = pre.path.clone();
-    let result = (|| -> Result<(String, String), String> {
-        let (bytes, _) = safefs::read_regular(Path::new(&pre.path), MAX_EDIT_BYTES, true)
-            .map_err(|e| format!("cannot read it: {e}"))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let kept: Vec<&str> = text
-            .split(|c: char| c.is_whitespace() || c == ':')
-            .filter(|w| !w.is_empty() && !libs.iter().any(|l| l == w))
-            .collect();
-        let after = if kept.is_empty() {
-            String::new()
-        } else {
-            format!("{}\n", kept.join("\n"))
-        };
-        let (dir, name) =
-            write::open_parent(root, below_root(root, &pre.path)).map_err(|e| e.to_string())?;
-        write::replace_at(&dir, &name, after.as_bytes()).map_err(|e| e.to_string())?;
-        Ok((
-            text.trim().replace('\n', " "),
-            after.trim().replace('\n', " "),
-        ))
-    })();
-    match result {
-        Ok((before, after)) => ok(
-            "disable-persistence",
-            target,
-            before,
-            if after.is_empty() {
-                "(empty)".into()
-            } else {
-                after
-            },
-        ),
-        Err(e) => failed("disable-persistence", target, pre.entries.join(" "), e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pid_1_ourselves_and_our_parent_are_refused() {
-        let proc = Path::new("/proc");
-        let err = refuse(proc, &[1]).expect_err("pid 1");
-        assert!(err.to_string().contains("init"), "{err}");
-        let me = std::process::id() as i32;
-        let err = refuse(proc, &[me]).expect_err("self");
-        assert!(err.to_string().contains("itself"), "{err}");
-        let parent = freeze::stat(proc, me).expect("stat").ppid;
-        if parent > 1 {
-            let err = refuse(proc, &[parent]).expect_err("parent");
-            assert!(err.to_string().contains("ancestor"), "{err}");
-        }
-        assert!(refuse(proc, &[]).is_err());
-    }
-
-    #[test]
-    fn a_cron_line_is_commented_with_the_marker_and_others_kept() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let root = tmp.path();
-        std::fs::create_dir_all(root.join("etc/cron.d")).expect("mkdir");
-        let file = root.join("etc/cron.d/x");
-        std::fs::write(
-            &file,
-            "SHELL=/bin/sh\n@reboot root /var/tmp/.x/kworker -c c.json\n* * * * * root true\n",
-        )
-        .expect("write");
-        let e = PersistenceEntry {
-            kind: "cron".into(),
-            path: file.display().to_string(),
-            line: 2,
-            text: "@reboot root /var/tmp/.x/kworker -c c.json".into(),
-            command: "/var/tmp/.x/kworker -c c.json".into(),
-            programs: vec!["/var/tmp/.x/kworker".into()],
-            ..PersistenceEntry::default()
-        };
-        let log = disable_entry(&e, root);
-        assert!(log.iter().all(|a| a.ok), "{log:?}");
-        let now = std::fs::read_to_string(&file).expect("read");
-        let lines: Vec<&str> = now.lines().collect();
-        assert_eq!(lines[0], "SHELL=/bin/sh");
-        assert!(
-            lines[1].starts_with(MARKER) && lines[1].ends_with(&e.text),
-            "{now}"
-        );
-        assert_eq!(lines[2], "* * * * * root true");
-        // Done twice: the line no longer matches, nothing is changed.
-        let again = disable_entry(&e, root);
-        assert!(!again[0].ok);
-    }
-}
-
 /// What the agent did with one `miner` finding.
 #[derive(Debug, Clone)]
 pub struct AutoContained {
@@ -938,4 +556,25 @@ pub fn freeze_and_collect(
         Err(e) => done.error = Some(e.to_string()),
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_1_ourselves_and_our_parent_are_refused() {
+        let proc = Path::new("/proc");
+        let err = refuse(proc, &[1]).expect_err("pid 1");
+        assert!(err.to_string().contains("init"), "{err}");
+        let me = std::process::id() as i32;
+        let err = refuse(proc, &[me]).expect_err("self");
+        assert!(err.to_string().contains("itself"), "{err}");
+        let parent = freeze::stat(proc, me).expect("stat").ppid;
+        if parent > 1 {
+            let err = refuse(proc, &[parent]).expect_err("parent");
+            assert!(err.to_string().contains("ancestor"), "{err}");
+        }
+        assert!(refuse(proc, &[]).is_err());
+    }
 }

@@ -7,7 +7,8 @@
 //! back for `analyze`. [`freeze`] stops a process tree without letting it
 //! respawn (the cgroup freezer, else SIGSTOP through pidfds). [`contain`]
 //! plans and carries out freeze → collect → kill → quarantine → disable
-//! persistence, refusing what must never be touched.
+//! persistence, refusing what must never be touched; `disarm` holds the
+//! two steps that change files (quarantine, disabling persistence).
 //!
 //! This is the only part of minerwatch that changes the host, and only when
 //! asked: every write goes through [`crate::safefs`] (no symlink followed,
@@ -15,6 +16,7 @@
 
 pub mod bundle;
 pub mod contain;
+mod disarm;
 pub mod freeze;
 
 /// Errors of the respond commands: each names what failed and how to fix it.

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path};
 
 use rustix::fs::{self, AtFlags, Mode, OFlags};
@@ -122,6 +123,37 @@ pub fn unlink_symlink(dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
         return Err(io::Error::other("not a symlink: left in place"));
     }
     Ok(fs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// A directory of our own (quarantine, evidence): made 0700 if missing;
+/// refused when it is a symlink, not ours, or open to group or others.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(
+            "it is not a directory (a symlink is never followed)",
+        ));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(std::io::Error::other(format!(
+            "it belongs to uid {}, not to us (uid {euid})",
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "it has mode {:o}: group and others can reach it; chmod 700 it",
+            meta.permissions().mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
