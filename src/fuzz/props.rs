@@ -195,6 +195,20 @@ fn every_entry_has_a_real_seed() {
     }
 }
 
+/// Writes each entry's seed to `$MINERWATCH_FUZZ_SEEDS/<entry>/seed`, a
+/// corpus for `cargo fuzz` to start from (`fuzz/run-all` calls it):
+/// `MINERWATCH_FUZZ_SEEDS=dir cargo test --lib export_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore = "writes files; run by fuzz/run-all"]
+fn export_fuzz_seeds() {
+    let dir = std::env::var_os("MINERWATCH_FUZZ_SEEDS").expect("set MINERWATCH_FUZZ_SEEDS");
+    for (name, _) in super::ENTRIES {
+        let d = std::path::Path::new(&dir).join(name);
+        std::fs::create_dir_all(&d).expect("create the seed directory");
+        std::fs::write(d.join("seed"), seed(name)).expect("write the seed");
+    }
+}
+
 /// The seeds parse: an edit that breaks nothing reaches the code behind
 /// the parser, not just its first check.
 #[test]
