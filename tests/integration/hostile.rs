@@ -482,6 +482,17 @@ fn the_agent_ticks_through_a_hostile_host_and_alerts_on_the_worker() {
         alerted,
         "no miner alert for the worker (pid {worker}): {context}"
     );
+    // The worker's 2 MiB command line does not make its alert a line a
+    // log shipper drops: every event stays within 32 KiB, the alert marked.
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 32 * 1024, "an event line of {longest} bytes");
+    assert!(
+        read_events()
+            .iter()
+            .any(|e| e["type"] == "alert" && e["pid"] == worker && e["truncated"] == true),
+        "the worker's alert is not marked truncated: {context}"
+    );
     assert!(beats >= 3, "{beats} heartbeats during the storm: {context}");
     assert!(
         recovered >= 5,

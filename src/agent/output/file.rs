@@ -185,7 +185,7 @@ impl Sink for FileSink {
     }
 
     fn send(&mut self, event: &Event) -> io::Result<()> {
-        let mut line = render_line(event, self.fields);
+        let mut line = super::event_line(event, self.fields);
         line.push('\n');
         self.reopen_if_moved()?;
         let size = self.file.metadata()?.len();
@@ -227,6 +227,42 @@ mod tests {
         let mut ecs = FileSink::open(&path, 0, 3, Fields::Ecs).expect("reopen");
         ecs.send(&alert()).expect("send");
         assert_eq!(read_lines(&path)[2]["event"]["kind"], "alert");
+    }
+
+    /// A process with a 2 MiB command line makes a 2 MiB alert; a log
+    /// shipper drops (or stops following the file at) such a line. The
+    /// line is shrunk, still JSON, marked, and keeps the line's start.
+    #[test]
+    fn an_alert_inflated_by_its_process_stays_a_line_a_shipper_takes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.ndjson");
+        let mut big = alert();
+        big.body["process"]["cmdline"] =
+            serde_json::json!(["/tmp/.x/kworker", "A".repeat(2 << 20)]);
+        for fields in [Fields::Native, Fields::Ecs] {
+            let mut sink = FileSink::open(&path, 0, 3, fields).expect("open");
+            sink.send(&big).expect("send");
+            sink.send(&heartbeat(1)).expect("send");
+        }
+        let text = fs::read_to_string(&path).expect("read");
+        for line in text.lines() {
+            assert!(line.len() <= MAX_EVENT_LINE, "{} bytes", line.len());
+        }
+        let lines = read_lines(&path);
+        assert_eq!(lines.len(), 4);
+        let native = &lines[0];
+        assert_eq!(native["truncated"], true);
+        assert_eq!(native["level"], "miner");
+        assert_eq!(native["process"]["cmdline"][0], "/tmp/.x/kworker");
+        assert!(
+            native["process"]["cmdline"][1]
+                .as_str()
+                .is_some_and(|a| a.starts_with("AAAA") && a.ends_with('…'))
+        );
+        // Small events are written whole, unmarked.
+        assert_eq!(lines[1], heartbeat(1).body);
+        assert_eq!(lines[2]["minerwatch"]["truncated"], true);
+        assert_eq!(lines[2]["event"]["kind"], "alert");
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub const MAX_SYSLOG_MESSAGE: usize = 8 * 1024;
 /// under the default unix socket send buffer).
 pub const MAX_JOURNAL_JSON: usize = 64 * 1024;
 
+/// Largest NDJSON line the file and stdout outputs write: 32 KiB, within
+/// the usual line limits of log shippers (Fluent Bit's default tail buffer
+/// is 32 KiB, and it stops following a file at a longer line; Vector's file
+/// source takes 100 KiB). Events are a few KiB; one above this carries a
+/// process's own inflated strings (a 2 MiB command line) and is shrunk as
+/// for syslog, so an intruder cannot make its alert the line a collector
+/// drops. The snapshot and the bundle keep everything whole.
+pub const MAX_EVENT_LINE: usize = 32 * 1024;
+
 /// The systemd-journald native protocol socket.
 pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -94,6 +103,16 @@ fn mark_truncated(v: &mut Value) {
             }
         }
     }
+}
+
+/// An event as one NDJSON line (no newline) of at most [`MAX_EVENT_LINE`]
+/// bytes: as [`render_line`] writes it, shrunk by [`fit_json`] when longer.
+fn event_line(event: &Event, fields: Fields) -> String {
+    let line = render_line(event, fields);
+    if line.len() <= MAX_EVENT_LINE {
+        return line;
+    }
+    fit_json(&render(event, fields), MAX_EVENT_LINE)
 }
 
 /// Serializes `value` in at most `budget` bytes while keeping it valid JSON:

@@ -17,7 +17,7 @@ impl StdoutSink {
 }
 
 fn write_ndjson(w: &mut impl Write, event: &Event, fields: Fields) -> io::Result<()> {
-    let mut line = render_line(event, fields);
+    let mut line = super::event_line(event, fields);
     line.push('\n');
     w.write_all(line.as_bytes())?;
     w.flush()
