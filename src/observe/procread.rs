@@ -12,14 +12,21 @@
 //! invalid UTF-8 there made procfs's `read_to_string` fail the whole
 //! `cmdline`, `status` and `maps` of a RandomX worker, which then scanned
 //! as a `notice` (found by tests/integration/hostile.rs).
+//!
+//! `maps`: procfs-core reads a mapped file named "/SYSV…" as a System V
+//! segment's key (hex at bytes 5..13): an intruder's file named "/SYSVx"
+//! panicked it and "/SYSVzzzzzzzz" failed the whole parse, hiding every
+//! mapping of the process (found by `fuzz/run-all`). Such names are handed
+//! over shielded ([`shield_sysv`]) and restored after.
 
 use std::io::{self, Cursor, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use procfs::ProcResult;
 use procfs::prelude::*;
-use procfs::process::{MemoryMap, Process, Stat, Status};
+use procfs::process::{MMapPath, MemoryMap, Process, Stat, Status};
 
 /// `/proc/PID/stat` is one line of at most a few hundred bytes.
 const STAT_CAP: u64 = 64 << 10;
@@ -160,10 +167,57 @@ pub(crate) fn maps_from_bytes(bytes: &[u8], cut: bool) -> ProcResult<Vec<MemoryM
         bytes
     };
     let text = String::from_utf8_lossy(whole);
-    guarded("maps", || {
+    let text = shield_sysv(&text);
+    let mut maps: Vec<MemoryMap> = guarded("maps", || {
         procfs::process::MemoryMaps::from_buf_read(Cursor::new(text.as_bytes()))
             .map(|m| m.into_iter().collect())
-    })
+    })?;
+    for m in &mut maps {
+        if let MMapPath::Path(path) = &m.pathname
+            && let Some(rest) = path.as_os_str().as_bytes().strip_prefix(SHIELD)
+        {
+            let real = [b"/".as_slice(), rest].concat();
+            m.pathname = MMapPath::Path(std::ffi::OsString::from_vec(real).into());
+        }
+    }
+    Ok(maps)
+}
+
+/// What a shielded name starts with: no path in maps holds a NUL.
+const SHIELD: &[u8] = b"/\0";
+
+/// `text` with every mapped path that starts with "/SYSV" but is not a
+/// System V segment's ("/SYSV" and 8 hex digits, as the kernel writes it)
+/// written as "/\0SYSV…", which procfs-core takes as a plain path.
+fn shield_sysv(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_segment = |path: &str| {
+        path.get(5..13)
+            .is_some_and(|key| key.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    // procfs-core's split: the path is what follows the fifth space.
+    let path_start = |line: &str| line.match_indices(' ').nth(4).map(|(i, _)| i + 1);
+    let needs = |line: &str| {
+        path_start(line).is_some_and(|i| {
+            let path = line[i..].trim();
+            path.starts_with("/SYSV") && !is_segment(path)
+        })
+    };
+    if !text.split_inclusive('\n').any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        match path_start(line).filter(|_| needs(line)) {
+            Some(i) => {
+                let slash = i + line[i..].find('/').unwrap_or(0);
+                out.push_str(&line[..=slash]);
+                out.push('\0');
+                out.push_str(&line[slash + 1..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub(crate) fn cgroups(p: &Process) -> ProcResult<procfs::ProcessCGroups> {
@@ -239,6 +293,39 @@ mod tests {
         let whole = maps_from_bytes(maps, true).expect("maps parse");
         assert_eq!(whole.len(), 2, "{whole:?}");
         assert!(maps_from_bytes(maps, false).is_err(), "a partial last line");
+    }
+
+    #[test]
+    fn a_file_named_like_a_sysv_segment_does_not_hide_the_maps() {
+        // Found by fuzz/run-all (proc_maps): procfs-core slices a path that
+        // starts with "/SYSV" at bytes 5..13 as a hex key, so a miner that
+        // maps a file it named "/SYSVx" panicked the parse, and one named
+        // "/SYSVzzzzzzzz" failed it: either hid every mapping.
+        let maps = "00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/kworker\n\
+                    7f0000000000-7f0010000000 rw-p 00000000 00:00 0 \n\
+                    7f1000000000-7f1000001000 r--s 00000000 08:02 9 /SYSVx\n\
+                    7f2000000000-7f2000001000 r--s 00000000 08:02 10   /SYSVzzzzzzzz (deleted)\n\
+                    7f3000000000-7f3000001000 r--s 00000000 08:02 11 /SYSV\u{fffd}\u{fffd}\u{fffd}\n\
+                    7f4000000000-7f4000001000 rw-s 00000000 00:01 12 /SYSV0000002a (deleted)\n";
+        let parsed = maps_from_bytes(maps.as_bytes(), false).expect("maps parse");
+        let paths: Vec<MMapPath> = parsed.iter().map(|m| m.pathname.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                MMapPath::Path("/usr/bin/kworker".into()),
+                MMapPath::Anonymous,
+                MMapPath::Path("/SYSVx".into()),
+                MMapPath::Path("/SYSVzzzzzzzz (deleted)".into()),
+                MMapPath::Path("/SYSV\u{fffd}\u{fffd}\u{fffd}".into()),
+                MMapPath::Vsys(42),
+            ]
+        );
+        assert_eq!(parsed[1].address, (0x7f00_0000_0000, 0x7f00_1000_0000));
+        // Text without such a name is handed over as it is.
+        assert!(matches!(
+            shield_sysv("1-2 r-xp 0 0:0 0 /bin/x\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
