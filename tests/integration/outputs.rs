@@ -4,16 +4,19 @@
 //! rsyslogd restarts. The events are a recorded tick's
 //! (tests/golden/agent-tick.ndjson).
 
-use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use minerwatch::agent::output::{
-    Event, Fields, JournaldSink, Severity, Sink, SyslogSink, SyslogTransport, to_ecs,
+    Event, Fields, Severity, Sink, SyslogSink, SyslogTransport, to_ecs,
 };
 use serde_json::{Value, json};
+
+use crate::support::rsyslogd::{
+    self, Received, Rsyslogd, find_rsyslogd, free_tcp_port, free_udp_port, received,
+};
 
 /// The alert of the recorded tick, as the agent built it.
 fn alert() -> Event {
@@ -48,136 +51,6 @@ fn heartbeat(n: u64) -> Event {
     }
 }
 
-fn find_rsyslogd() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = vec!["/usr/sbin".into(), "/sbin".into()];
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("rsyslogd"))
-        .find(|p| p.is_file())
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("udp port")
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("tcp port")
-        .port()
-}
-
-/// An rsyslogd of our own, on loopback ports and a socket in a tempdir;
-/// SIGTERM (then SIGKILL) to exactly its pid on drop.
-struct Rsyslogd {
-    child: Option<Child>,
-}
-
-impl Rsyslogd {
-    fn start(bin: &Path, dir: &Path, tcp: u16, sock: &Path) -> Rsyslogd {
-        let conf = dir.join("rsyslog.conf");
-        let mut child = Command::new(bin)
-            .arg("-n")
-            .arg("-f")
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.join("rsyslogd.stdout")).expect("stdout file"))
-            .stderr(File::create(dir.join("rsyslogd.stderr")).expect("stderr file"))
-            .spawn()
-            .expect("spawn rsyslogd");
-        // Ready when the unix socket exists and TCP accepts.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "rsyslogd exited early ({status}): {}",
-                    fs::read_to_string(dir.join("rsyslogd.stderr")).unwrap_or_default()
-                );
-            }
-            let tcp_ok = TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], tcp)),
-                Duration::from_millis(200),
-            )
-            .is_ok();
-            if tcp_ok && JournaldSink::available(sock) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("rsyslogd did not become ready");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Rsyslogd { child: Some(child) }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                // SAFETY: signalling the pid of the child we spawned and
-                // have not yet reaped.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Rsyslogd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-#[derive(Debug)]
-struct Received {
-    facility: u8,
-    severity: u8,
-    app: String,
-    procid: String,
-    host: String,
-    input: String,
-    json: Value,
-}
-
-fn received(out: &Path) -> Vec<Received> {
-    let text = fs::read_to_string(out).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.splitn(7, ' ').collect();
-            if f.len() < 7 || f[2] != "minerwatch" {
-                return None;
-            }
-            Some(Received {
-                facility: f[0].parse().ok()?,
-                severity: f[1].parse().ok()?,
-                app: f[2].into(),
-                procid: f[3].into(),
-                host: f[4].into(),
-                input: f[5].into(),
-                json: serde_json::from_str(f[6].trim_start())
-                    .unwrap_or_else(|e| panic!("rsyslog received invalid JSON ({e}): {l}")),
-            })
-        })
-        .collect()
-}
-
 fn wait_for(out: &Path, pred: impl Fn(&Received) -> bool) -> Received {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -200,27 +73,10 @@ fn syslog_against_real_rsyslogd() {
         "rsyslogd is missing: run the test command from the README, which installs rsyslog",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let work = dir.path().join("work");
-    fs::create_dir(&work).expect("workdir");
     let out = dir.path().join("out.log");
     let sock = dir.path().join("log.sock");
     let (udp, tcp) = (free_udp_port(), free_tcp_port());
-    let conf = format!(
-        r#"global(workDirectory="{work}")
-module(load="imudp")
-module(load="imtcp")
-module(load="imuxsock" SysSock.Use="off")
-input(type="imudp" address="127.0.0.1" port="{udp}" name="in_udp")
-input(type="imtcp" address="127.0.0.1" port="{tcp}" name="in_tcp")
-input(type="imuxsock" socket="{sock}" createPath="off")
-template(name="mw" type="string" string="%syslogfacility% %syslogseverity% %app-name% %procid% %hostname% %inputname% %msg%\n")
-action(type="omfile" file="{out}" template="mw")
-"#,
-        work = work.display(),
-        sock = sock.display(),
-        out = out.display(),
-    );
-    fs::write(dir.path().join("rsyslog.conf"), conf).expect("conf");
+    rsyslogd::write_conf(dir.path(), udp, tcp, &sock, &out);
     let mut rsyslogd = Rsyslogd::start(&bin, dir.path(), tcp, &sock);
     let pid = std::process::id().to_string();
 

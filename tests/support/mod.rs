@@ -13,6 +13,7 @@
 pub mod corpus;
 pub mod pidns;
 pub mod quiet;
+pub mod rsyslogd;
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
