@@ -14,6 +14,7 @@
 //! them like SIGHUP does.
 
 pub mod alerts;
+pub mod deliver;
 /// The config file, under its old name for callers.
 pub use crate::config;
 pub mod output;
@@ -196,6 +197,9 @@ impl Overrides {
     }
 }
 
+/// How long a stopping agent waits for its outputs to take what they hold.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+
 /// Runs the agent until SIGTERM or SIGINT (or after `ticks` ticks).
 pub fn run(
     config_path: Option<&Path>,
@@ -229,15 +233,14 @@ pub fn run(
     }
     let shared = Arc::new(watch::Shared {
         sigs: std::sync::RwLock::new(Arc::new(sigs)),
-        sinks: std::sync::Mutex::new(open_outputs(&config)?),
+        outputs: deliver::Outputs::start(open_outputs(&config)?),
         reload: AtomicBool::new(false),
         cap: alerts::RateCap::shared(config.agent.max_events_per_minute),
         hostname: observe::host_name(&config.agent.root),
         allow: std::sync::RwLock::new(Arc::new(config.allow.clone())),
         root: config.agent.root.clone(),
-        losses: std::sync::Mutex::new(Vec::new()),
     });
-    let send = |events: &[Event]| watch::send(&shared, events);
+    let send = |events: &[Event]| shared.outputs.send(events);
     let drop_dirs: Vec<PathBuf> = config
         .agent
         .watch_dirs
@@ -289,10 +292,7 @@ pub fn run(
                             Ok(mut g) => *g = Arc::from(s),
                             Err(p) => *p.into_inner() = Arc::from(s),
                         }
-                        match shared.sinks.lock() {
-                            Ok(mut g) => *g = new_sinks,
-                            Err(p) => *p.into_inner() = new_sinks,
-                        }
+                        shared.outputs.replace(new_sinks);
                         let allow = Arc::new(config.allow.clone());
                         match shared.allow.write() {
                             Ok(mut g) => *g = allow,
@@ -371,7 +371,7 @@ pub fn run(
             let (cpu, rss) = self_usage();
             let up = started.elapsed().as_secs_f64().max(0.001);
             let time = now();
-            let output_losses = watch::losses(&shared);
+            let output_losses = shared.outputs.losses();
             send(&[Event::heartbeat(&Heartbeat {
                 schema: crate::judge::REPORT_SCHEMA,
                 kind: "heartbeat",
@@ -411,6 +411,9 @@ pub fn run(
         }
     }
     sd_notify(sd_notify::NotifyState::Stopping);
+    // What the outputs still hold (the last heartbeat, an alert behind a
+    // slow collector) is delivered before we exit, within a bound.
+    shared.outputs.close(OUTPUT_DRAIN);
     Ok(())
 }
 

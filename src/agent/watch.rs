@@ -9,20 +9,21 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 
-use super::output::{Event, Sink};
-use crate::report::event::{LandedFile, OutputLoss};
+use super::output::Event;
+use crate::report::event::LandedFile;
 use crate::safefs as files;
 use crate::signatures::{FileContext, Signatures};
 
 /// What the watcher needs from the agent.
 pub struct Shared {
     pub sigs: RwLock<Arc<Signatures>>,
-    pub sinks: Mutex<Vec<Box<dyn Sink>>>,
+    /// The outputs, each behind its queue.
+    pub outputs: super::deliver::Outputs,
     pub reload: AtomicBool,
     /// The agent's one rate cap.
     pub cap: super::alerts::SharedCap,
@@ -32,63 +33,6 @@ pub struct Shared {
     pub allow: RwLock<Arc<Vec<crate::judge::AllowRule>>>,
     /// The host's root (`agent.root`): landed paths as the host names them.
     pub root: PathBuf,
-    /// What each output lost, by output name (kept across reloads).
-    pub losses: Mutex<Vec<OutputLoss>>,
-}
-
-/// Sends events to every sink. A sink that fails is logged once when it
-/// starts failing and once when it recovers; what it lost is counted for
-/// the heartbeat.
-pub fn send(shared: &Shared, events: &[Event]) {
-    let mut sinks = match shared.sinks.lock() {
-        Ok(s) => s,
-        Err(p) => p.into_inner(),
-    };
-    let mut losses = match shared.losses.lock() {
-        Ok(l) => l,
-        Err(p) => p.into_inner(),
-    };
-    for e in events {
-        for s in sinks.iter_mut() {
-            let result = s.send(e);
-            if result.is_ok() && losses.is_empty() {
-                continue; // the common case: nothing to name or count
-            }
-            let name = s.name();
-            let at = losses.iter().position(|l| l.output == name);
-            match (result, at) {
-                (Ok(()), Some(i)) if losses[i].failing => {
-                    losses[i].failing = false;
-                    tracing::warn!(output = %name, lost = losses[i].lost, "output recovered");
-                }
-                (Ok(()), _) => {}
-                (Err(err), at) => {
-                    let i = at.unwrap_or_else(|| {
-                        losses.push(OutputLoss {
-                            output: name.clone(),
-                            ..OutputLoss::default()
-                        });
-                        losses.len() - 1
-                    });
-                    let l = &mut losses[i];
-                    if !l.failing {
-                        tracing::warn!(output = %name, "cannot send event: {err}; counting what is lost until it recovers");
-                    }
-                    l.lost += 1;
-                    l.failing = true;
-                    l.last_error = crate::report::escape_text(&err.to_string());
-                }
-            }
-        }
-    }
-}
-
-/// What the outputs lost so far.
-pub fn losses(shared: &Shared) -> Vec<OutputLoss> {
-    match shared.losses.lock() {
-        Ok(l) => l.clone(),
-        Err(p) => p.into_inner().clone(),
-    }
 }
 
 /// A file that lands again at the same path matching the same rules within
@@ -218,7 +162,7 @@ fn handle(
                 if !super::alerts::lock(&shared.cap).admit(Instant::now()) {
                     continue;
                 }
-                send(shared, &[event]);
+                shared.outputs.send(&[event]);
             }
         }
     }

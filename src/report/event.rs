@@ -220,8 +220,11 @@ pub struct Heartbeat<'a> {
 pub struct OutputLoss {
     /// The output, e.g. `file /var/log/minerwatch/events.ndjson`.
     pub output: String,
-    /// Events it lost since the agent started.
+    /// Events it lost since the agent started (they overflowed its queue,
+    /// or were still queued when a reload dropped it or the agent stopped).
     pub lost: u64,
+    /// Events it holds, waiting to take them.
+    pub queued: u64,
     /// Whether its last attempt failed (false: it has recovered).
     pub failing: bool,
     /// Its last error.

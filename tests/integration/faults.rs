@@ -3,18 +3,26 @@
 //! tmpfs), its log deleted and rotated by someone else, a SIGHUP storm, the
 //! rules directory replaced by a symlink to /dev/zero and by a FIFO, a
 //! config with megabyte strings, and the wall clock jumping back an hour.
-//! It keeps ticking to the outputs that work, says in its heartbeats what
-//! each failing output lost, and recovers when the fault ends.
+//! A syslog collector (a real rsyslogd) that flaps, and one that accepts
+//! and never reads. It keeps ticking to the outputs that work, holds the
+//! events a failing output could not take, says in its heartbeats what each
+//! holds and lost, and delivers them when the fault ends.
 
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::BIN;
 use crate::support::pidns::PidNs;
-use crate::support::{self, Child};
+use crate::support::{self, Child, rsyslogd};
 
 use crate::agent_events as events;
 
@@ -109,40 +117,61 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
         context(&agent)
     );
 
-    // 1. The small disk full: the main output goes on and names the loss.
+    // 1. The small disk full: the main output goes on and says what the
+    // small one holds; freed, the small one takes it all, each line whole.
     let filler = small_seen.join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 512 * 1024]);
-    let on_full = heartbeats(&small_events).len();
+    let small_loss = |h: &Value| -> Option<Value> {
+        h["output_losses"]
+            .as_array()?
+            .iter()
+            .find(|o| o["output"].to_string().contains("small"))
+            .cloned()
+    };
     assert!(
-        wait_beats(&main_events, 20, |b| b.last().is_some_and(|h| {
-            h["output_losses"].as_array().is_some_and(|l| {
-                l.iter().any(|o| {
-                    o["failing"] == true
-                        && o["lost"].as_u64() >= Some(2)
-                        && o["output"].to_string().contains("small")
-                        && o["last_error"].to_string().contains("space")
-                })
-            })
-        })),
+        wait_beats(&main_events, 20, |b| b
+            .last()
+            .and_then(small_loss)
+            .is_some_and(|o| o["failing"] == true
+                && o["queued"].as_u64() >= Some(2)
+                && o["lost"] == 0
+                && o["last_error"].to_string().contains("space"))),
         "disk full not reported: {}",
         context(&agent)
     );
-    // The disk freed: the small output recovers, its loss counted.
     std::fs::remove_file(&filler).expect("free the disk");
     assert!(
-        wait_beats(&small_events, 20, |b| b.len() > on_full + 1),
+        wait_beats(&main_events, 20, |b| b
+            .last()
+            .and_then(small_loss)
+            .is_some_and(|o| o["failing"] == false
+                && o["queued"] == 0
+                && o["lost"] == 0)),
         "the small output did not recover: {}",
         context(&agent)
     );
+    // Nothing lost: every heartbeat the main output got while the disk was
+    // full reached the small one too, in order, and no line is cut.
+    let small_text = std::fs::read_to_string(&small_events).expect("small events");
     assert!(
-        wait_beats(&main_events, 10, |b| b.last().is_some_and(|h| {
-            h["output_losses"]
-                .as_array()
-                .is_some_and(|l| l.iter().all(|o| o["failing"] == false))
-        })),
-        "{}",
-        context(&agent)
+        small_text
+            .lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "a cut line in the small output:\n{small_text}"
     );
+    let ticks = |p: &Path| -> Vec<u64> {
+        heartbeats(p)
+            .iter()
+            .filter_map(|h| h["ticks"].as_u64())
+            .collect()
+    };
+    let (small_ticks, main_ticks) = (ticks(&small_events), ticks(&main_events));
+    let last_small = small_ticks.last().copied().unwrap_or(0);
+    let expected: Vec<u64> = main_ticks
+        .into_iter()
+        .filter(|&t| t <= last_small)
+        .collect();
+    assert_eq!(small_ticks, expected, "the small output lost heartbeats");
 
     // 2. The main log deleted, then rotated away, by someone else: a fresh
     // file each time.
@@ -384,5 +413,287 @@ fn the_agent_keeps_its_cadence_when_the_wall_clock_jumps_back_an_hour() {
         Some(0),
         "{}",
         context(&agent)
+    );
+}
+
+/// A TCP "collector" on 127.0.0.1 that accepts every connection and never
+/// reads: its receive buffers are small, so what is sent to it fills them
+/// and the sender's writes block. Closed with the guard.
+struct StalledCollector {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl StalledCollector {
+    fn start() -> StalledCollector {
+        use rustix::net::{AddressFamily, SocketType, ipproto, sockopt};
+        let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP))
+            .expect("socket");
+        // Before listen(), so accepted connections start with it.
+        sockopt::set_socket_recv_buffer_size(&fd, 4096).expect("SO_RCVBUF");
+        rustix::net::bind(&fd, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        rustix::net::listen(&fd, 64).expect("listen");
+        let listener = TcpListener::from(fd);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            held.len()
+        });
+        StalledCollector {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the listener and every connection; how many it accepted.
+    fn close(&mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for StalledCollector {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The wall-clock seconds (fractional) of each event's `time`.
+fn times(evs: &[Value]) -> Vec<f64> {
+    evs.iter()
+        .filter_map(|e| e["time"].as_str()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond() as f64 / 1000.0)
+        .collect()
+}
+
+/// A syslog collector (a real rsyslogd on 127.0.0.1) stopped and started
+/// three times, and a second one that accepts and never reads, beside a
+/// file output: the file output and the healthy collector get every alert
+/// at once and a heartbeat about every second throughout; the stalled one
+/// is named in the heartbeats with what it holds; what the flapping one
+/// missed while down is delivered when it is back, nothing lost.
+#[test]
+fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_stalls() {
+    let bin = rsyslogd::find_rsyslogd().expect(
+        "rsyslogd is missing: run the test command from the README, which installs rsyslog",
+    );
+    let _heavy = support::heavy_lock();
+    let ns = PidNs::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let (udp, tcp) = (rsyslogd::free_udp_port(), rsyslogd::free_tcp_port());
+    let sock = d.join("log.sock");
+    let received_log = d.join("received.log");
+    rsyslogd::write_conf(d, udp, tcp, &sock, &received_log);
+    let mut collector = rsyslogd::Rsyslogd::start(&bin, d, tcp, &sock);
+    let mut stalled = StalledCollector::start();
+    let drops = d.join("drop");
+    let rules = d.join("rules");
+    std::fs::create_dir(&drops).expect("drop dir");
+    std::fs::create_dir(&rules).expect("rules dir");
+    std::fs::write(
+        rules.join("landed.yar"),
+        "rule landed_marker { strings: $m = \"MW-LANDED-MARKER\" condition: $m }\n",
+    )
+    .expect("rule");
+    let main_events = d.join("events.ndjson");
+    let config = d.join("minerwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ntick_secs = 1.0\nheartbeat_secs = 1\ncpu_budget_percent = 100\n\
+             max_events_per_minute = 1000\nrules_dir = \"{rules}\"\nwatch_dirs = [\"{drops}\"]\n\n\
+             [[output]]\nkind = \"file\"\npath = \"{main}\"\n\n\
+             [[output]]\nkind = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{tcp}\"\n\n\
+             [[output]]\nkind = \"syslog\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{stall}\"\n",
+            rules = rules.display(),
+            drops = drops.display(),
+            main = main_events.display(),
+            stall = stalled.port,
+        ),
+    )
+    .expect("config");
+    let mut agent = ns.spawn(BIN, &["agent", "--config", &config.to_string_lossy()]);
+    let (agent_pid, _) = ns.inner(&agent);
+    let context = |agent: &Child| {
+        format!(
+            "agent stderr: {}\nlast heartbeat: {:#}",
+            agent.stderr_so_far(),
+            heartbeats(&main_events)
+                .last()
+                .cloned()
+                .unwrap_or(Value::Null)
+        )
+    };
+    let flapping = format!("syslog tcp 127.0.0.1:{tcp}");
+    let stalling = format!("syslog tcp 127.0.0.1:{}", stalled.port);
+    let output = |h: &Value, name: &str| -> Option<Value> {
+        h["output_losses"]
+            .as_array()?
+            .iter()
+            .find(|o| o["output"] == name)
+            .cloned()
+    };
+    let collected = || -> Vec<Value> {
+        rsyslogd::received(&received_log)
+            .into_iter()
+            .filter(|r| r.input == "in_tcp")
+            .map(|r| r.json)
+            .collect()
+    };
+    assert!(
+        wait_beats(&main_events, 60, |b| b.len() >= 2),
+        "{}",
+        context(&agent)
+    );
+
+    // 1. 300 files land that the rules match: 300 alerts of about 1 KiB,
+    // far more than the stalled collector's buffers hold. The file output
+    // and the healthy collector get them all within seconds while the
+    // stalled one's writes block.
+    let landed_at = Instant::now();
+    for i in 0..300 {
+        // Executable, as the drop watcher looks only at those.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(drops.join(format!("f{i:03}")))
+            .expect("land a file");
+        writeln!(f, "MW-LANDED-MARKER {i}").expect("write it");
+    }
+    let landed = |evs: &[Value]| -> HashSet<String> {
+        evs.iter()
+            .filter(|e| e["type"] == "alert")
+            .filter_map(|e| e["file"]["path"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // Behind a stalled collector written to in line, they took 21 s and
+    // the heartbeats stopped for 10 s; in a queue of its own, under 1 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (landed(&events(&main_events)).len() < 300 || landed(&collected()).len() < 300)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        (
+            landed(&events(&main_events)).len(),
+            landed(&collected()).len()
+        ),
+        (300, 300),
+        "the alerts did not all reach the outputs that work: {}",
+        context(&agent)
+    );
+    let took = landed_at.elapsed();
+    // The stalled collector is named with what it holds; the heartbeats
+    // keep coming about a second apart.
+    assert!(
+        wait_beats(&main_events, 20, |b| b
+            .last()
+            .and_then(|h| output(h, &stalling))
+            .is_some_and(|o| o["queued"].as_u64() > Some(0))),
+        "the stalled collector is not named: {}",
+        context(&agent)
+    );
+    let n = heartbeats(&main_events).len();
+    assert!(
+        wait_beats(&main_events, 12, |b| b.len() >= n + 6),
+        "ticking slowed behind the stalled collector: {}",
+        context(&agent)
+    );
+
+    // 2. The other collector stopped and started three times. It is
+    // stopped right after it took a heartbeat, so nothing is in flight to
+    // it (TCP syslog has no acknowledgement: what is in a dying
+    // collector's buffers is lost unseen, see the README's limits).
+    for flap in 0..3 {
+        let got = collected().len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while collected().len() == got && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        collector.stop();
+        assert!(
+            wait_beats(&main_events, 15, |b| b
+                .last()
+                .and_then(|h| output(h, &flapping))
+                .is_some_and(
+                    |o| o["failing"] == true && o["queued"].as_u64() >= Some(2)
+                )),
+            "flap {flap}: the collector's absence is not named: {}",
+            context(&agent)
+        );
+        collector = rsyslogd::Rsyslogd::start(&bin, d, tcp, &sock);
+        assert!(
+            wait_beats(&main_events, 20, |b| b
+                .last()
+                .and_then(|h| output(h, &flapping))
+                .is_some_and(|o| o["failing"] == false && o["queued"] == 0)),
+            "flap {flap}: the collector did not recover: {}",
+            context(&agent)
+        );
+    }
+    // Nothing lost: every heartbeat the file output got up to the last one
+    // the collector got reached the collector too.
+    let beats = |evs: Vec<Value>| -> Vec<u64> {
+        evs.iter()
+            .filter(|e| e["type"] == "heartbeat")
+            .filter_map(|h| h["ticks"].as_u64())
+            .collect()
+    };
+    let at_collector = beats(collected());
+    let last = at_collector.last().copied().unwrap_or(0);
+    let at_file: Vec<u64> = beats(events(&main_events))
+        .into_iter()
+        .filter(|&t| t <= last)
+        .collect();
+    let mut sorted = at_collector.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted, at_file, "the collector lost heartbeats");
+    let flapping_now = heartbeats(&main_events)
+        .last()
+        .and_then(|h| output(h, &flapping));
+    assert_eq!(
+        flapping_now.as_ref().map(|o| o["lost"].clone()),
+        Some(Value::from(0)),
+        "{flapping_now:#?}"
+    );
+    // The file output's heartbeats never stopped for the faults.
+    let file_times = times(&heartbeats(&main_events));
+    let gap = file_times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0, f64::max);
+    assert!(
+        gap < 4.0,
+        "a {gap:.1} s gap between heartbeats (alerts took {took:?}): {}",
+        context(&agent)
+    );
+
+    // SAFETY: SIGTERM to the agent this test started.
+    unsafe { libc::kill(agent_pid, libc::SIGTERM) };
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        context(&agent)
+    );
+    assert!(
+        stalled.close() >= 1,
+        "the agent never reached the stalled collector"
     );
 }

@@ -188,13 +188,18 @@ impl Sink for FileSink {
         let mut line = super::event_line(event, self.fields);
         line.push('\n');
         self.reopen_if_moved()?;
-        let size = self.file.metadata()?.len();
+        let mut size = self.file.metadata()?.len();
         if self.max_bytes > 0 && size > 0 && size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
+            size = 0;
         }
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(|e| with_context(e, format_args!("writing {}", self.path.display())))
+        self.file.write_all(line.as_bytes()).map_err(|e| {
+            // A line cut short (the disk filled in its middle) is taken
+            // back: no reader sees half a line, and the retry writes it
+            // whole.
+            let _ = self.file.set_len(size);
+            with_context(e, format_args!("writing {}", self.path.display()))
+        })
     }
 }
 

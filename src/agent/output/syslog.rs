@@ -24,6 +24,10 @@ impl std::fmt::Display for SyslogTransport {
     }
 }
 
+/// The send buffer asked for a TCP connection (the kernel doubles it):
+/// room for dozens of events, never the megabytes autotuning would grow.
+const TCP_SEND_BUFFER: usize = 32 * 1024;
+
 enum Conn {
     Udp(UdpSocket),
     Tcp(TcpStream),
@@ -47,6 +51,11 @@ impl Conn {
             }
             SyslogTransport::Tcp(addr) => {
                 let s = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)?;
+                // A fixed send buffer: what sits in it when a collector dies
+                // is lost unseen (syslog has no acknowledgement), and a
+                // collector that stops reading blocks us at once, while
+                // our queue holds the rest for the next connection.
+                rustix::net::sockopt::set_socket_send_buffer_size(&s, TCP_SEND_BUFFER)?;
                 s.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 s.set_nodelay(true)?;
                 Ok(Conn::Tcp(s))
@@ -139,7 +148,8 @@ impl Conn {
 /// connection closed by the server is noticed before writing and reopened;
 /// any send error drops the connection, reconnects once and resends once; if
 /// that fails the error is returned and the next `send` tries to connect
-/// again. Connect timeout 2 s, write timeout 5 s.
+/// again. Connect timeout 2 s, write timeout 5 s, TCP send buffer
+/// [`TCP_SEND_BUFFER`].
 pub struct SyslogSink {
     transport: SyslogTransport,
     fields: Fields,
