@@ -45,6 +45,23 @@ fn wait_beats(path: &Path, secs: u64, pred: impl Fn(&[Value]) -> bool) -> bool {
     false
 }
 
+/// The agent's stderr and its last heartbeat, for a failure's message.
+fn last_beat(agent: &Child, events: &Path) -> String {
+    format!(
+        "agent stderr: {}\nlast heartbeat: {:#}",
+        agent.stderr_so_far(),
+        heartbeats(events).last().cloned().unwrap_or(Value::Null)
+    )
+}
+
+/// SIGTERM to the agent the test started; it must exit 0 within 30 s.
+fn terminate(agent: &mut Child, agent_pid: i32, context: impl Fn(&Child) -> String) {
+    // SAFETY: SIGTERM to the agent this test started.
+    unsafe { libc::kill(agent_pid, libc::SIGTERM) };
+    let status = agent.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", context(agent));
+}
+
 fn sh(ns: &PidNs, script: &str) {
     let out = ns
         .command("sh")
@@ -100,16 +117,7 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
     .expect("config");
     let mut agent = ns.spawn(BIN, &["agent", "--config", &config.to_string_lossy()]);
     let (agent_pid, _) = ns.inner(&agent);
-    let context = |agent: &Child| {
-        format!(
-            "agent stderr: {}\nlast heartbeat: {:#}",
-            agent.stderr_so_far(),
-            heartbeats(&main_events)
-                .last()
-                .cloned()
-                .unwrap_or(Value::Null)
-        )
-    };
+    let context = |agent: &Child| last_beat(agent, &main_events);
     assert!(
         wait_beats(&main_events, 60, |b| b.len() >= 2)
             && wait_beats(&small_events, 10, |b| !b.is_empty()),
@@ -283,15 +291,7 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
     let rss_kib = crate::peak_rss_kib(agent_pid);
     assert!((1..256 * 1024).contains(&rss_kib), "peak RSS {rss_kib} KiB");
 
-    // SAFETY: SIGTERM to the agent this test started.
-    unsafe { libc::kill(agent_pid, libc::SIGTERM) };
-    let status = agent.wait_exit(Duration::from_secs(30));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        context(&agent)
-    );
+    terminate(&mut agent, agent_pid, context);
 }
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -405,15 +405,7 @@ fn the_agent_keeps_its_cadence_when_the_wall_clock_jumps_back_an_hour() {
     let ticks: Vec<u64> = beats.iter().filter_map(|h| h["ticks"].as_u64()).collect();
     assert!(ticks.windows(2).all(|w| w[1] > w[0]), "{ticks:?}");
     worker.kill();
-    // SAFETY: SIGTERM to the agent this test started.
-    unsafe { libc::kill(agent_pid, libc::SIGTERM) };
-    let status = agent.wait_exit(Duration::from_secs(30));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        context(&agent)
-    );
+    terminate(&mut agent, agent_pid, context);
 }
 
 /// A TCP "collector" on 127.0.0.1 that accepts every connection and never
@@ -526,16 +518,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
     .expect("config");
     let mut agent = ns.spawn(BIN, &["agent", "--config", &config.to_string_lossy()]);
     let (agent_pid, _) = ns.inner(&agent);
-    let context = |agent: &Child| {
-        format!(
-            "agent stderr: {}\nlast heartbeat: {:#}",
-            agent.stderr_so_far(),
-            heartbeats(&main_events)
-                .last()
-                .cloned()
-                .unwrap_or(Value::Null)
-        )
-    };
+    let context = |agent: &Child| last_beat(agent, &main_events);
     let flapping = format!("syslog tcp 127.0.0.1:{tcp}");
     let stalling = format!("syslog tcp 127.0.0.1:{}", stalled.port);
     let output = |h: &Value, name: &str| -> Option<Value> {
@@ -683,15 +666,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
         context(&agent)
     );
 
-    // SAFETY: SIGTERM to the agent this test started.
-    unsafe { libc::kill(agent_pid, libc::SIGTERM) };
-    let status = agent.wait_exit(Duration::from_secs(30));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        context(&agent)
-    );
+    terminate(&mut agent, agent_pid, context);
     assert!(
         stalled.close() >= 1,
         "the agent never reached the stalled collector"
