@@ -46,7 +46,8 @@ impl From<Outcome> for std::process::ExitCode {
     }
 }
 
-/// Diagnostics go to stderr; `MINERWATCH_LOG` overrides `-v`.
+/// Diagnostics go to stderr (coloured on a terminal unless `NO_COLOR` is
+/// set); `MINERWATCH_LOG` overrides `-v`.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -55,9 +56,13 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MINERWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: under systemd stderr is the journal, and
+    // escape codes there reach every log shipper as text.
+    let ansi = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -284,7 +284,7 @@ impl Outputs {
             } else {
                 tracing::warn!(
                     output = %lane.name,
-                    "{left} events not delivered when the agent stopped"
+                    "not delivered when the agent stopped: {left} events"
                 );
             }
         }

@@ -671,4 +671,11 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
         stalled.close() >= 1,
         "the agent never reached the stalled collector"
     );
+    // Its warnings went to a pipe, as to the journal under systemd: plain
+    // text, no terminal escapes.
+    let stderr = agent.stderr_so_far();
+    assert!(
+        stderr.contains("holding events") && !stderr.contains('\x1b'),
+        "{stderr}"
+    );
 }
