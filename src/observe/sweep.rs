@@ -592,9 +592,14 @@ fn read_one(
     t.files_read += 1;
     t.bytes_read += data.len() as u64;
     if truncated {
+        let first = if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
+            format!("{} MiB", cap >> 20)
+        } else {
+            format!("{cap} bytes")
+        };
         t.skip(
             &job.path,
-            format!("larger than --max-file-size: only its first {cap} bytes read"),
+            format!("larger than --max-file-size: only its first {first} read"),
         );
     }
     if rules.is_empty() && known_bad.is_none() && miner_config.is_none() && !randomx_api {
