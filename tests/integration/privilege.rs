@@ -1,8 +1,8 @@
 //! Least privilege (issue 11, item 4): `scan` and `agent` as user nobody
 //! holding only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (`setpriv`, with
 //! every other capability dropped from the bounding set) still convict a
-//! disguised RandomX worker that runs as root; as plain nobody they say
-//! what they could not see. Nothing is written but the configured outputs,
+//! disguised RandomX worker that runs as root, and one that made itself
+//! undumpable; as plain nobody they say what they could not see. Nothing is written but the configured outputs,
 //! which are 0600 and never followed through a symlink.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -263,6 +263,98 @@ fn agent_with_only_ptrace_and_dac_read_search_alerts_and_writes_nothing_else() {
     assert!(
         is_empty(&home),
         "the agent wrote into its cwd, HOME or TMPDIR"
+    );
+    worker.kill();
+}
+
+/// A worker that makes itself undumpable (`PR_SET_DUMPABLE` 0: its /proc
+/// files become root's, and only a tracer holding CAP_SYS_PTRACE may read
+/// its memory or trace it), run as nobody: root and a scanner with only
+/// the two capabilities still convict it from its rounding modes and
+/// memory; its own user, who convicts it when it is dumpable, can no
+/// longer read it and is told so (exit 2), never just `clean`.
+#[test]
+fn an_undumpable_worker_is_convicted_with_ptrace_and_named_as_unread_without() {
+    if !crate::is_root() {
+        eprintln!("skipped: needs root to drop to nobody with capabilities");
+        return;
+    }
+    let _heavy = support::heavy_lock();
+    let _stable = support::host_state_stable();
+    let worker_bin = support::rxworker_bin();
+    let start = |extra: &[&str]| {
+        let mut cmd = command(&as_nobody("", &worker_bin.to_string_lossy()));
+        cmd.args(["--mode", "light", "--seconds", "60"]).args(extra);
+        let mut w = support::Child::spawn(cmd).expect("worker starts");
+        assert!(
+            w.wait_for_line("hashing", Duration::from_secs(60)),
+            "{}",
+            w.stderr_so_far()
+        );
+        w
+    };
+    let scan = |caps: &str, pid: i32| {
+        command(&as_nobody(caps, BIN))
+            .args(["scan", "--format", "json", "--window", "2", "--pid"])
+            .arg(pid.to_string())
+            .output()
+            .expect("scan runs")
+    };
+    let convicted = |out: &std::process::Output, pid: i32, who: &str| {
+        let report = crate::json_out(out, 1);
+        assert_eq!(crate::level_of(&report, pid), "miner", "{who}: {report:#}");
+        let ids = crate::signal_ids(&report, pid);
+        assert!(
+            ids.iter().any(|s| s.starts_with("mem.")) && ids.contains(&"rx.rounding_modes".into()),
+            "{who}: memory read and ptrace used: {ids:?}"
+        );
+    };
+
+    // The control: dumpable, its own user reads it whole (unless Yama
+    // keeps users from tracing what they did not start).
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "0".into());
+    if yama == "0" {
+        let mut plain = start(&[]);
+        convicted(
+            &scan("", plain.pid()),
+            plain.pid(),
+            "nobody, a dumpable worker",
+        );
+        plain.kill();
+    }
+
+    let mut worker = start(&["--undumpable"]);
+    let pid = worker.pid();
+    let maps = std::fs::metadata(format!("/proc/{pid}/maps")).expect("maps");
+    assert_eq!(
+        maps.uid(),
+        0,
+        "an undumpable process's /proc files are root's"
+    );
+    let root = Command::new(BIN)
+        .args(["scan", "--format", "json", "--window", "2", "--pid"])
+        .arg(pid.to_string())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("scan runs");
+    convicted(&root, pid, "root");
+    convicted(
+        &scan("+sys_ptrace,+dac_read_search", pid),
+        pid,
+        "nobody with the two capabilities",
+    );
+    let out = scan("", pid);
+    let report = crate::json_out(&out, 2);
+    assert_ne!(crate::level_of(&report, pid), "miner", "{report:#}");
+    let refused = report["incomplete"].to_string();
+    assert!(
+        report["incomplete"]["processes"] == 1
+            && refused.contains("maps")
+            && refused.contains("ptrace")
+            && refused.contains("CAP_SYS_PTRACE"),
+        "{report:#}"
     );
     worker.kill();
 }

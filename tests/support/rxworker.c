@@ -24,6 +24,9 @@
  *                         then a thread sends "keepalived" every 10 s while
  *                         the main thread hashes. Prints "pool-ok" once the
  *                         login reply was read. Command-line values win.
+ *   --undumpable          prctl(PR_SET_DUMPABLE, 0) first: its /proc files
+ *                         become root's and only a tracer with
+ *                         CAP_SYS_PTRACE may read its memory or trace it
  *   --print-config URL SOCKS5 WALLET  print an XMRig-style config for a TLS
  *                         pool at URL reached through SOCKS5 (- for none)
  *                         and exit
@@ -43,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -446,6 +450,10 @@ int main(int argc, char **argv) {
     const char *pool_url = opt(argc, argv, "--pool");
     const char *socks5 = opt(argc, argv, "--socks5");
     int tls = flag(argc, argv, "--tls");
+    if (flag(argc, argv, "--undumpable") && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        perror("prctl(PR_SET_DUMPABLE)");
+        return 2;
+    }
     for (int i = 1; i + 3 < argc; i++) {
         if (strcmp(argv[i], "--print-config") != 0) continue;
         const char *url = argv[i + 1], *proxy = argv[i + 2], *user = argv[i + 3];
