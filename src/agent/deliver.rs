@@ -10,7 +10,7 @@
 //! [`MAX_QUEUED_BYTES`] of their JSON; past that the oldest heartbeat goes
 //! first (a later one says the same), then the oldest event, each counted
 //! as lost to that output. Every heartbeat says, per output that has
-//! failed, what it lost, what it holds and its last error.
+//! failed or is behind, what it lost, what it holds and its last error.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
