@@ -16,8 +16,11 @@
 //! `maps`: procfs-core reads a mapped file named "/SYSV…" as a System V
 //! segment's key (hex at bytes 5..13): an intruder's file named "/SYSVx"
 //! panicked it and "/SYSVzzzzzzzz" failed the whole parse, hiding every
-//! mapping of the process (found by `fuzz/run-all`). Such names are handed
-//! over shielded ([`shield_sysv`]) and restored after.
+//! mapping of the process (found by `fuzz/run-all`); a name "[stack:…"
+//! ending in a multi-byte character panicked it too, and one that is not
+//! "[stack:TID]" failed it (found by the next run: only a file mounted over
+//! /proc/PID/maps can say so, as no kernel since 4.5 writes such names).
+//! Such names are handed over shielded ([`shield`]) and restored after.
 
 use std::io::{self, Cursor, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -167,57 +170,88 @@ pub(crate) fn maps_from_bytes(bytes: &[u8], cut: bool) -> ProcResult<Vec<MemoryM
         bytes
     };
     let text = String::from_utf8_lossy(whole);
-    let text = shield_sysv(&text);
+    let text = shield(&text);
     let mut maps: Vec<MemoryMap> = guarded("maps", || {
         procfs::process::MemoryMaps::from_buf_read(Cursor::new(text.as_bytes()))
             .map(|m| m.into_iter().collect())
     })?;
     for m in &mut maps {
-        if let MMapPath::Path(path) = &m.pathname
-            && let Some(rest) = path.as_os_str().as_bytes().strip_prefix(SHIELD)
-        {
-            let real = [b"/".as_slice(), rest].concat();
-            m.pathname = MMapPath::Path(std::ffi::OsString::from_vec(real).into());
-        }
+        unshield(&mut m.pathname);
     }
     Ok(maps)
 }
 
-/// What a shielded name starts with: no path in maps holds a NUL.
-const SHIELD: &[u8] = b"/\0";
+/// What a shielded name holds after its first character: no name in maps
+/// holds a NUL.
+const SHIELD: char = '\0';
 
-/// `text` with every mapped path that starts with "/SYSV" but is not a
-/// System V segment's ("/SYSV" and 8 hex digits, as the kernel writes it)
-/// written as "/\0SYSV…", which procfs-core takes as a plain path.
-fn shield_sysv(text: &str) -> std::borrow::Cow<'_, str> {
-    let is_segment = |path: &str| {
-        path.get(5..13)
-            .is_some_and(|key| key.bytes().all(|b| b.is_ascii_hexdigit()))
+/// Whether procfs-core would mis-read a mapped name, and so fail or panic
+/// over the whole file: one starting "/SYSV" that is not a System V
+/// segment's ("/SYSV" and 8 hex digits, as the kernel writes it), sliced
+/// as a hex key; one starting "[stack:" that is not "[stack:TID]" (as
+/// kernels before 4.5 wrote a thread's stack), sliced at its last byte and
+/// parsed as a number.
+fn misread(path: &str) -> bool {
+    if path.starts_with("/SYSV") {
+        return !path
+            .get(5..13)
+            .is_some_and(|key| key.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    if let Some(rest) = path.strip_prefix("[stack:") {
+        return !rest
+            .strip_suffix(']')
+            .is_some_and(|tid| !tid.is_empty() && tid.bytes().all(|b| b.is_ascii_digit()));
+    }
+    false
+}
+
+/// `text` with every mapped name that procfs-core would mis-read
+/// ([`misread`]) shielded: a NUL after its first character ("/\0SYSV…",
+/// "[\0stack:…"), which procfs-core takes as a plain path or a pseudo-path
+/// and [`unshield`] takes out again.
+fn shield(text: &str) -> std::borrow::Cow<'_, str> {
+    // procfs-core's split: the name is what follows the fifth space,
+    // trimmed.
+    let name_start = |line: &str| {
+        let i = line.match_indices(' ').nth(4).map(|(i, _)| i + 1)?;
+        let first = i + line[i..].find(|c: char| !c.is_whitespace())?;
+        misread(line[first..].trim()).then_some(first)
     };
-    // procfs-core's split: the path is what follows the fifth space.
-    let path_start = |line: &str| line.match_indices(' ').nth(4).map(|(i, _)| i + 1);
-    let needs = |line: &str| {
-        path_start(line).is_some_and(|i| {
-            let path = line[i..].trim();
-            path.starts_with("/SYSV") && !is_segment(path)
-        })
-    };
-    if !text.split_inclusive('\n').any(needs) {
+    if !text.split_inclusive('\n').any(|l| name_start(l).is_some()) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for line in text.split_inclusive('\n') {
-        match path_start(line).filter(|_| needs(line)) {
-            Some(i) => {
-                let slash = i + line[i..].find('/').unwrap_or(0);
-                out.push_str(&line[..=slash]);
-                out.push('\0');
-                out.push_str(&line[slash + 1..]);
+        match name_start(line) {
+            // Both first characters ('/' and '[') are one byte.
+            Some(first) => {
+                out.push_str(&line[..=first]);
+                out.push(SHIELD);
+                out.push_str(&line[first + 1..]);
             }
             None => out.push_str(line),
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A mapped name as it was before [`shield`].
+fn unshield(name: &mut MMapPath) {
+    match name {
+        MMapPath::Path(path) => {
+            let bytes = path.as_os_str().as_bytes();
+            if bytes.len() >= 2 && bytes[1] == SHIELD as u8 {
+                let real = [&bytes[..1], &bytes[2..]].concat();
+                *path = std::ffi::OsString::from_vec(real).into();
+            }
+        }
+        MMapPath::Other(other) => {
+            if let Some(rest) = other.strip_prefix(SHIELD) {
+                *other = rest.to_string();
+            }
+        }
+        _ => {}
+    }
 }
 
 pub(crate) fn cgroups(p: &Process) -> ProcResult<procfs::ProcessCGroups> {
@@ -296,6 +330,35 @@ mod tests {
     }
 
     #[test]
+    fn a_forged_thread_stack_name_does_not_hide_the_maps() {
+        // Found by fuzz/run-all (proc_maps, 2026-12-06): procfs-core slices
+        // a name starting "[stack:" at its last byte (a panic when that
+        // byte ends a multi-byte character) and parses what follows the
+        // colon as a thread id (an error otherwise): either hid every
+        // mapping of the process.
+        let maps = "55b3308cc000-55b3308f2000 r--p 00000000 fe:00 1006797      [stack:sr/local/bin/xmrig\u{fffd}\u{5eb}\n\
+                    7f0000000000-7f0010000000 rw-p 00000000 00:00 0 \n\
+                    7f1000000000-7f1000001000 rw-p 00000000 00:00 0 [stack:x]\n\
+                    7f2000000000-7f2000001000 rw-p 00000000 00:00 0 [stack:]\n\
+                    7f3000000000-7f3000001000 rw-p 00000000 00:00 0 [stack:4242]\n\
+                    7f4000000000-7f4000001000 rw-p 00000000 00:00 0 [stack:\u{e9}]\n";
+        let parsed = maps_from_bytes(maps.as_bytes(), false).expect("maps parse");
+        let names: Vec<MMapPath> = parsed.iter().map(|m| m.pathname.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                MMapPath::Path("[stack:sr/local/bin/xmrig\u{fffd}\u{5eb}".into()),
+                MMapPath::Anonymous,
+                MMapPath::Other("stack:x".into()),
+                MMapPath::Other("stack:".into()),
+                MMapPath::TStack(4242),
+                MMapPath::Other("stack:\u{e9}".into()),
+            ]
+        );
+        assert_eq!(parsed[0].address, (0x55b3_308c_c000, 0x55b3_308f_2000));
+    }
+
+    #[test]
     fn a_file_named_like_a_sysv_segment_does_not_hide_the_maps() {
         // Found by fuzz/run-all (proc_maps): procfs-core slices a path that
         // starts with "/SYSV" at bytes 5..13 as a hex key, so a miner that
@@ -323,7 +386,7 @@ mod tests {
         assert_eq!(parsed[1].address, (0x7f00_0000_0000, 0x7f00_1000_0000));
         // Text without such a name is handed over as it is.
         assert!(matches!(
-            shield_sysv("1-2 r-xp 0 0:0 0 /bin/x\n"),
+            shield("1-2 r-xp 0 0:0 0 /bin/x\n"),
             std::borrow::Cow::Borrowed(_)
         ));
     }
