@@ -13,7 +13,7 @@
 //! failed or is behind, what it lost, what it holds and its last error.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ const BEHIND: Duration = Duration::from_secs(2);
 const RETIRE_GRACE: Duration = Duration::from_secs(30);
 
 /// An event and the size it is counted at.
+#[derive(Clone)]
 struct Queued {
     event: Arc<Event>,
     bytes: usize,
@@ -66,12 +67,15 @@ struct Lane {
     wake: Condvar,
 }
 
+/// A lock that a thread which panicked while holding it does not make
+/// unusable: the state it guards stays consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Lane {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.state)
     }
 
     fn push(&self, q: &Queued) {
@@ -83,11 +87,7 @@ impl Lane {
         if s.queue.is_empty() {
             s.head_since = Some(Instant::now());
         }
-        s.queue.push_back(Queued {
-            event: q.event.clone(),
-            bytes: q.bytes,
-            heartbeat: q.heartbeat,
-        });
+        s.queue.push_back(q.clone());
         let mut dropped = 0;
         while s.queue.len() > MAX_QUEUED_EVENTS || s.bytes > MAX_QUEUED_BYTES {
             // Never the event being sent, never the one just queued.
@@ -147,27 +147,13 @@ impl Outputs {
         outputs
     }
 
-    fn lanes(&self) -> MutexGuard<'_, Vec<Worker>> {
-        match self.lanes.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn retired(&self) -> MutexGuard<'_, Vec<Worker>> {
-        match self.retired.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
     /// Queues `events` for every output, in order; never blocks on an
     /// output.
     pub fn send(&self, events: &[Event]) {
         if events.is_empty() {
             return;
         }
-        let lanes = self.lanes();
+        let lanes = lock(&self.lanes);
         for e in events {
             let q = Queued {
                 bytes: render_line(e, Fields::Native).len(),
@@ -185,8 +171,8 @@ impl Outputs {
     /// gets a thread; one no longer configured delivers what it holds (for
     /// up to 30 s) and stops.
     pub fn replace(&self, sinks: Vec<Box<dyn Sink>>) {
-        let mut lanes = self.lanes();
-        let mut retired = self.retired();
+        let mut lanes = lock(&self.lanes);
+        let mut retired = lock(&self.retired);
         let mut names = Vec::new();
         for sink in sinks {
             let name = sink.name();
@@ -225,13 +211,7 @@ impl Outputs {
                 Err(e) => tracing::error!(output = %name, "cannot start its thread: {e}"),
             }
         }
-        let mut i = 0;
-        while i < lanes.len() {
-            if names.contains(&lanes[i].0.name) {
-                i += 1;
-                continue;
-            }
-            let (lane, handle) = lanes.remove(i);
+        for (lane, handle) in lanes.extract_if(.., |(l, _)| !names.contains(&l.name)) {
             lane.lock().close_by = Some(Instant::now() + RETIRE_GRACE);
             lane.wake.notify_all();
             retired.push((lane, handle));
@@ -246,8 +226,11 @@ impl Outputs {
     /// Per output that has failed (also one a reload dropped): what it
     /// lost, what it holds, whether it still fails and why.
     pub fn losses(&self) -> Vec<OutputLoss> {
-        let mut out: Vec<OutputLoss> = self.lanes().iter().filter_map(|(l, _)| l.loss()).collect();
-        out.extend(self.retired().iter().filter_map(|(l, _)| l.loss()));
+        let mut out: Vec<OutputLoss> = lock(&self.lanes)
+            .iter()
+            .filter_map(|(l, _)| l.loss())
+            .collect();
+        out.extend(lock(&self.retired).iter().filter_map(|(l, _)| l.loss()));
         out
     }
 
@@ -255,7 +238,7 @@ impl Outputs {
     /// still queued then is logged as lost.
     pub fn close(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
-        let mut lanes = self.lanes();
+        let mut lanes = lock(&self.lanes);
         for (lane, _) in lanes.iter() {
             lane.lock().close_by = Some(deadline);
             lane.wake.notify_all();
@@ -267,13 +250,11 @@ impl Outputs {
                 if left.is_zero() {
                     break;
                 }
-                s = match lane
+                s = lane
                     .wake
                     .wait_timeout(s, left.min(Duration::from_millis(100)))
-                {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
-                };
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             let (done, left) = (s.done, s.queue.len());
             drop(s);
@@ -319,10 +300,7 @@ fn deliver(lane: &Lane, mut sink: Box<dyn Sink>) {
             if !s.queue.is_empty() {
                 break;
             }
-            s = match lane.wake.wait(s) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            s = lane.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         let Some(event) = s.queue.front().map(|q| q.event.clone()) else {
             continue;
@@ -372,10 +350,11 @@ fn deliver(lane: &Lane, mut sink: Box<dyn Sink>) {
                     {
                         break;
                     }
-                    s = match lane.wake.wait_timeout(s, left) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    };
+                    s = lane
+                        .wake
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
             }
         }
