@@ -33,6 +33,31 @@ fn heartbeats(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The tick count of each heartbeat among `evs`, in order.
+fn ticks(evs: &[Value]) -> Vec<u64> {
+    evs.iter()
+        .filter(|e| e["type"] == "heartbeat")
+        .filter_map(|h| h["ticks"].as_u64())
+        .collect()
+}
+
+/// The wall-clock seconds (fractional) of each event's `time`.
+fn times(evs: &[Value]) -> Vec<f64> {
+    evs.iter()
+        .filter_map(|e| e["time"].as_str()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond() as f64 / 1000.0)
+        .collect()
+}
+
+/// What heartbeat `h` says of the output named `output`, if it names it.
+fn loss_of(h: &Value, output: &str) -> Option<Value> {
+    h["output_losses"]
+        .as_array()?
+        .iter()
+        .find(|o| o["output"] == output)
+        .cloned()
+}
+
 /// Waits up to `secs` for `pred` over the heartbeats in `path`.
 fn wait_beats(path: &Path, secs: u64, pred: impl Fn(&[Value]) -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -129,13 +154,8 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
     // small one holds; freed, the small one takes it all, each line whole.
     let filler = small_seen.join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 512 * 1024]);
-    let small_loss = |h: &Value| -> Option<Value> {
-        h["output_losses"]
-            .as_array()?
-            .iter()
-            .find(|o| o["output"].to_string().contains("small"))
-            .cloned()
-    };
+    let small_output = format!("file {}", on_small.display());
+    let small_loss = |h: &Value| loss_of(h, &small_output);
     assert!(
         wait_beats(&main_events, 20, |b| b
             .last()
@@ -167,13 +187,7 @@ fn the_agent_keeps_ticking_through_faults_says_what_it_lost_and_recovers() {
             .all(|l| serde_json::from_str::<Value>(l).is_ok()),
         "a cut line in the small output:\n{small_text}"
     );
-    let ticks = |p: &Path| -> Vec<u64> {
-        heartbeats(p)
-            .iter()
-            .filter_map(|h| h["ticks"].as_u64())
-            .collect()
-    };
-    let (small_ticks, main_ticks) = (ticks(&small_events), ticks(&main_events));
+    let (small_ticks, main_ticks) = (ticks(&events(&small_events)), ticks(&events(&main_events)));
     let last_small = small_ticks.last().copied().unwrap_or(0);
     let expected: Vec<u64> = main_ticks
         .into_iter()
@@ -345,12 +359,6 @@ fn the_agent_keeps_its_cadence_when_the_wall_clock_jumps_back_an_hour() {
         "{}",
         context(&agent)
     );
-    let wall = |e: &Value| {
-        e["time"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(|t| t.as_second())
-    };
     // Back an hour, a worker started meanwhile, then forward again.
     std::fs::write(&stamp, "-1h\n").expect("clock back");
     let before = heartbeats(&main_events).len();
@@ -388,21 +396,21 @@ fn the_agent_keeps_its_cadence_when_the_wall_clock_jumps_back_an_hour() {
     // The heartbeats' times went back about an hour and came forward again,
     // while they kept coming about one a second.
     let beats = heartbeats(&main_events);
-    let times: Vec<i64> = beats.iter().filter_map(wall).collect();
+    let times = times(&beats);
     assert_eq!(times.len(), beats.len(), "{beats:#?}");
     assert!(
         times
             .windows(2)
-            .any(|w| (3000..=3700).contains(&(w[0] - w[1]))),
+            .any(|w| (3000.0..=3700.0).contains(&(w[0] - w[1]))),
         "no step back of an hour in {times:?}"
     );
     assert!(
         times
             .windows(2)
-            .any(|w| (3000..=3700).contains(&(w[1] - w[0]))),
+            .any(|w| (3000.0..=3700.0).contains(&(w[1] - w[0]))),
         "no step forward of an hour in {times:?}"
     );
-    let ticks: Vec<u64> = beats.iter().filter_map(|h| h["ticks"].as_u64()).collect();
+    let ticks = ticks(&beats);
     assert!(ticks.windows(2).all(|w| w[1] > w[0]), "{ticks:?}");
     worker.kill();
     terminate(&mut agent, agent_pid, context);
@@ -461,14 +469,6 @@ impl Drop for StalledCollector {
     }
 }
 
-/// The wall-clock seconds (fractional) of each event's `time`.
-fn times(evs: &[Value]) -> Vec<f64> {
-    evs.iter()
-        .filter_map(|e| e["time"].as_str()?.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_millisecond() as f64 / 1000.0)
-        .collect()
-}
-
 /// A syslog collector (a real rsyslogd on 127.0.0.1) stopped and started
 /// three times, and a second one that accepts and never reads, beside a
 /// file output: the file output and the healthy collector get every alert
@@ -484,7 +484,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
     let ns = PidNs::new();
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    let (udp, tcp) = (rsyslogd::free_udp_port(), rsyslogd::free_tcp_port());
+    let (udp, tcp) = (rsyslogd::free_udp_port(), support::free_port());
     let sock = d.join("log.sock");
     let received_log = d.join("received.log");
     rsyslogd::write_conf(d, udp, tcp, &sock, &received_log);
@@ -521,13 +521,6 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
     let context = |agent: &Child| last_beat(agent, &main_events);
     let flapping = format!("syslog tcp 127.0.0.1:{tcp}");
     let stalling = format!("syslog tcp 127.0.0.1:{}", stalled.port);
-    let output = |h: &Value, name: &str| -> Option<Value> {
-        h["output_losses"]
-            .as_array()?
-            .iter()
-            .find(|o| o["output"] == name)
-            .cloned()
-    };
     let collected = || -> Vec<Value> {
         rsyslogd::received(&received_log)
             .into_iter()
@@ -585,7 +578,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
     assert!(
         wait_beats(&main_events, 20, |b| b
             .last()
-            .and_then(|h| output(h, &stalling))
+            .and_then(|h| loss_of(h, &stalling))
             .is_some_and(|o| o["queued"].as_u64() > Some(0))),
         "the stalled collector is not named: {}",
         context(&agent)
@@ -611,7 +604,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
         assert!(
             wait_beats(&main_events, 15, |b| b
                 .last()
-                .and_then(|h| output(h, &flapping))
+                .and_then(|h| loss_of(h, &flapping))
                 .is_some_and(
                     |o| o["failing"] == true && o["queued"].as_u64() >= Some(2)
                 )),
@@ -622,7 +615,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
         assert!(
             wait_beats(&main_events, 20, |b| b
                 .last()
-                .and_then(|h| output(h, &flapping))
+                .and_then(|h| loss_of(h, &flapping))
                 .is_some_and(|o| o["failing"] == false && o["queued"] == 0)),
             "flap {flap}: the collector did not recover: {}",
             context(&agent)
@@ -630,15 +623,9 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
     }
     // Nothing lost: every heartbeat the file output got up to the last one
     // the collector got reached the collector too.
-    let beats = |evs: Vec<Value>| -> Vec<u64> {
-        evs.iter()
-            .filter(|e| e["type"] == "heartbeat")
-            .filter_map(|h| h["ticks"].as_u64())
-            .collect()
-    };
-    let at_collector = beats(collected());
+    let at_collector = ticks(&collected());
     let last = at_collector.last().copied().unwrap_or(0);
-    let at_file: Vec<u64> = beats(events(&main_events))
+    let at_file: Vec<u64> = ticks(&events(&main_events))
         .into_iter()
         .filter(|&t| t <= last)
         .collect();
@@ -648,7 +635,7 @@ fn the_agent_holds_events_for_a_collector_that_flaps_and_goes_on_past_one_that_s
     assert_eq!(sorted, at_file, "the collector lost heartbeats");
     let flapping_now = heartbeats(&main_events)
         .last()
-        .and_then(|h| output(h, &flapping));
+        .and_then(|h| loss_of(h, &flapping));
     assert_eq!(
         flapping_now.as_ref().map(|o| o["lost"].clone()),
         Some(Value::from(0)),

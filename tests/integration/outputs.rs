@@ -14,9 +14,7 @@ use minerwatch::agent::output::{
 };
 use serde_json::{Value, json};
 
-use crate::support::rsyslogd::{
-    self, Received, Rsyslogd, find_rsyslogd, free_tcp_port, free_udp_port, received,
-};
+use crate::support::rsyslogd::{self, Received, Rsyslogd, find_rsyslogd, free_udp_port, received};
 
 /// The alert of the recorded tick, as the agent built it.
 fn alert() -> Event {
@@ -75,7 +73,7 @@ fn syslog_against_real_rsyslogd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.log");
     let sock = dir.path().join("log.sock");
-    let (udp, tcp) = (free_udp_port(), free_tcp_port());
+    let (udp, tcp) = (free_udp_port(), crate::support::free_port());
     rsyslogd::write_conf(dir.path(), udp, tcp, &sock, &out);
     let mut rsyslogd = Rsyslogd::start(&bin, dir.path(), tcp, &sock);
     let pid = std::process::id().to_string();

@@ -2,8 +2,9 @@
 //! holding only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (`setpriv`, with
 //! every other capability dropped from the bounding set) still convict a
 //! disguised RandomX worker that runs as root, and one that made itself
-//! undumpable; as plain nobody they say what they could not see. Nothing is written but the configured outputs,
-//! which are 0600 and never followed through a symlink.
+//! undumpable; as plain nobody they say what they could not see. Nothing
+//! is written but the configured outputs, which are 0600 and never
+//! followed through a symlink.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -71,6 +72,17 @@ fn effective(caps: &str) -> (u64, String) {
     (eff, field("Uid:"))
 }
 
+/// `report` rates `pid` a miner with its memory read and its rounding
+/// modes sampled (ptrace): `who` saw it whole.
+fn assert_convicted_whole(report: &Value, pid: i32, who: &str) {
+    assert_eq!(crate::level_of(report, pid), "miner", "{who}: {report:#}");
+    let ids = crate::signal_ids(report, pid);
+    assert!(
+        ids.iter().any(|s| s.starts_with("mem.")) && ids.contains(&"rx.rounding_modes".into()),
+        "{who}: memory read and ptrace used: {ids:?}"
+    );
+}
+
 #[test]
 fn scan_with_only_ptrace_and_dac_read_search_convicts_a_disguised_root_worker() {
     if !crate::is_root() {
@@ -102,20 +114,11 @@ fn scan_with_only_ptrace_and_dac_read_search_convicts_a_disguised_root_worker() 
         .output()
         .expect("scan runs");
     let report = crate::json_out(&out, 1);
-    assert_eq!(
-        crate::level_of(&report, worker.pid()),
-        "miner",
-        "{report:#}"
-    );
+    assert_convicted_whole(&report, worker.pid(), "nobody with the two capabilities");
     assert_eq!(report["coverage"]["inaccessible"], 0, "{report:#}");
     assert!(
         report.get("incomplete").is_none_or(Value::is_null),
         "{report:#}"
-    );
-    let ids = crate::signal_ids(&report, worker.pid());
-    assert!(
-        ids.iter().any(|s| s.starts_with("mem.")) && ids.contains(&"rx.rounding_modes".into()),
-        "memory read and ptrace used: {ids:?}"
     );
     // The snapshot it saved is 0600 and nobody's.
     let meta = std::fs::metadata(&save).expect("saved");
@@ -300,15 +303,6 @@ fn an_undumpable_worker_is_convicted_with_ptrace_and_named_as_unread_without() {
             .output()
             .expect("scan runs")
     };
-    let convicted = |out: &std::process::Output, pid: i32, who: &str| {
-        let report = crate::json_out(out, 1);
-        assert_eq!(crate::level_of(&report, pid), "miner", "{who}: {report:#}");
-        let ids = crate::signal_ids(&report, pid);
-        assert!(
-            ids.iter().any(|s| s.starts_with("mem.")) && ids.contains(&"rx.rounding_modes".into()),
-            "{who}: memory read and ptrace used: {ids:?}"
-        );
-    };
 
     // The control: dumpable, its own user reads it whole (unless Yama
     // keeps users from tracing what they did not start).
@@ -317,8 +311,8 @@ fn an_undumpable_worker_is_convicted_with_ptrace_and_named_as_unread_without() {
         .unwrap_or_else(|_| "0".into());
     if yama == "0" {
         let mut plain = start(&[]);
-        convicted(
-            &scan("", plain.pid()),
+        assert_convicted_whole(
+            &crate::json_out(&scan("", plain.pid()), 1),
             plain.pid(),
             "nobody, a dumpable worker",
         );
@@ -333,15 +327,9 @@ fn an_undumpable_worker_is_convicted_with_ptrace_and_named_as_unread_without() {
         0,
         "an undumpable process's /proc files are root's"
     );
-    let root = Command::new(BIN)
-        .args(["scan", "--format", "json", "--window", "2", "--pid"])
-        .arg(pid.to_string())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("scan runs");
-    convicted(&root, pid, "root");
-    convicted(
-        &scan("+sys_ptrace,+dac_read_search", pid),
+    assert_convicted_whole(&crate::scan_pids(&[pid], &["--window", "2"]), pid, "root");
+    assert_convicted_whole(
+        &crate::json_out(&scan("+sys_ptrace,+dac_read_search", pid), 1),
         pid,
         "nobody with the two capabilities",
     );

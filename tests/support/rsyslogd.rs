@@ -1,10 +1,11 @@
-//! A real rsyslogd of a test's own: on free loopback ports (UDP, TCP) and a
-//! unix socket in the test's tempdir, writing what it receives to a file
-//! the test reads ([`received`]). Stopped (SIGTERM, then SIGKILL) by its
+//! A real rsyslogd of a test's own: on free loopback ports (UDP from
+//! [`free_udp_port`], TCP from `support::free_port`) and a unix socket in
+//! the test's tempdir, writing what it receives to a file the test reads
+//! ([`received`]). Stopped (SIGTERM, then SIGKILL) by its
 //! pid alone, also on drop.
 
 use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,13 +27,6 @@ pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("udp port")
-        .port()
-}
-
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("tcp port")
         .port()
 }
 
