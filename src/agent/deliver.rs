@@ -27,7 +27,8 @@ pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 /// Longest wait between two tries of a failing output.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// An output whose oldest event waited longer is named in heartbeats.
+/// An output that has not taken the event at the head of its queue for
+/// longer (since that event came to the head) is named in heartbeats.
 const BEHIND: Duration = Duration::from_secs(2);
 /// How long an output dropped by a reload may go on delivering what it
 /// holds.
@@ -113,7 +114,8 @@ impl Lane {
     }
 
     /// What the heartbeat says of this output, if it has ever failed or is
-    /// behind (a slow collector: its oldest event waited over [`BEHIND`]).
+    /// behind (a stalled collector: the event at the head of its queue has
+    /// waited there over [`BEHIND`]).
     fn loss(&self) -> Option<OutputLoss> {
         let s = self.lock();
         let behind = s.head_since.is_some_and(|t| t.elapsed() > BEHIND);
