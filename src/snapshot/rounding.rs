@@ -59,15 +59,18 @@ pub struct ThreadFpu {
     pub tid: i32,
     /// Rounding mode of each sample, in order.
     pub modes: Vec<u8>,
-    /// For each sample, whether the thread had run (at least [`RAN_NS`] of
-    /// CPU time, from `/proc/PID/task/TID/schedstat`) since the previous
-    /// look: a sample of a thread that did not run repeats its last state and
-    /// proves nothing. Empty in snapshots of minerwatch before 0.2.
+    /// For each sample, whether it caught the thread at work: it had run (at
+    /// least [`RAN_NS`] of CPU time, from `/proc/PID/task/TID/schedstat`)
+    /// since the previous look, and was runnable at the look just before the
+    /// stop. A sample of a thread that did not run repeats its last state,
+    /// and one of a thread asleep between bursts shows it at rest: neither
+    /// proves anything. Snapshots from older builds recorded only the first
+    /// condition, or nothing (empty).
     #[serde(default)]
     pub ran: Vec<bool>,
-    /// What the thread was doing at the samples it had not run before, each
-    /// once: `sleeping`, `stopped`, `waiting for a CPU (throttled or
-    /// preempted)`.
+    /// What the thread was doing at the samples that did not catch it at
+    /// work, each once: `sleeping`, `sleeping between bursts of work`,
+    /// `stopped`, `waiting for a CPU (throttled or preempted)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub idle: Vec<String>,
     /// Why sampling this thread stopped early (exited, stopped, ...).

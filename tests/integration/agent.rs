@@ -81,8 +81,21 @@ echo "stop_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
             .lines()
             .map(|l| serde_json::from_str(l).expect("each event line is JSON"))
             .collect();
-        let context =
-            format!("stdout:\n{stdout}\nagent stderr:\n{agent_err}\nevents:\n{events:#?}");
+        // Everything but heartbeats in full, heartbeats one line each: what
+        // a failure needs is the alerts, and a minute of heartbeats buries
+        // them.
+        let mut shown = String::new();
+        for e in &events {
+            if e["type"] == "heartbeat" {
+                shown.push_str(&format!(
+                    "heartbeat ticks={} processes={} tick_ms={} time={}\n",
+                    e["ticks"], e["processes"], e["tick_ms"], e["time"]
+                ));
+            } else {
+                shown.push_str(&format!("{e}\n"));
+            }
+        }
+        let context = format!("stdout:\n{stdout}\nagent stderr:\n{agent_err}\nevents:\n{shown}");
         assert!(!stdout.contains("timeout waiting"), "{context}");
         assert!(stdout.contains("agent_exit=0"), "{context}");
         AgentRun {
@@ -373,6 +386,7 @@ W=$!
 for i in $(seq 600); do grep -q hashing {dir}/worker.out && break; sleep 0.05; done
 t_hash=$(date +%s%N)
 echo "worker=$W"
+echo "worker_said=$(head -c 300 {dir}/worker.out | tr '\n' ' ')"
 wait_for "\"level\":\"miner\".*\"pid\":$W"
 echo "alert_ms=$(( ($(date +%s%N) - t_hash) / 1000000 ))"
 h0=$(awk '{{print $14+$15}}' /proc/$W/stat); sleep 2

@@ -380,6 +380,81 @@ fn randomx_worker_shows_modes() {
     assert_released_and_running(t.pid());
 }
 
+/// Samples of a RandomX worker throttled to a quarter of a core, at the
+/// low-duty pace the agent uses for it but all 30 rounds, `runs` times: each
+/// as `(samples at work, of those not at round-to-nearest, distinct modes of
+/// all samples)`.
+fn sample_throttled_worker(runs: usize) -> Vec<(usize, usize, usize)> {
+    let rx = support::rxworker_bin();
+    let t = Target::spawn(Command::new(&rx).args([
+        "--mode",
+        "light",
+        "--throttle",
+        "25",
+        "--seconds",
+        "60",
+    ]));
+    t.wait_line("hashing", Duration::from_secs(25));
+    let mut out = Vec::new();
+    for run in 0..runs {
+        let f = sample(
+            Path::new("/proc"),
+            t.pid(),
+            &tids_of(t.pid()),
+            &SampleOptions {
+                until_verdict: false,
+                ..SampleOptions::low_duty()
+            },
+        );
+        report(&format!("rxworker at 25 %, low duty, run {run}"), &f);
+        assert!(f.refused.is_none() && f.error.is_none(), "{f:?}");
+        let at_work = |th: &&ThreadFpu| {
+            th.modes
+                .iter()
+                .zip(&th.ran)
+                .filter(|(_, r)| **r)
+                .map(|(m, _)| *m)
+                .collect::<Vec<u8>>()
+        };
+        let modes: Vec<u8> = f.threads.iter().flat_map(|th| at_work(&th)).collect();
+        out.push((
+            modes.len(),
+            modes.iter().filter(|m| **m != 0).count(),
+            f.modes.len(),
+        ));
+    }
+    assert_released_and_running(t.pid());
+    out
+}
+
+/// A worker that hashes a quarter of the time and sleeps between bursts
+/// (RandomX restores round-to-nearest after every hash) is caught at work:
+/// the samples that count are taken mid-burst, so they leave
+/// round-to-nearest about as often as a busy worker's do (SIGNALS.md: 60–74
+/// %), never add up to "not hashing", and each sampling sees two modes.
+/// Counting every sample after which the thread had run, as minerwatch did,
+/// took most of them at rest: 10–30 % left nearest, and 3 samplings in 30
+/// cleared the miner as "not hashing" (0 in 30 since).
+#[test]
+fn a_throttled_randomx_worker_is_sampled_at_work_not_at_rest() {
+    let _serial = serial();
+    let runs = sample_throttled_worker(4);
+    let at_work: usize = runs.iter().map(|r| r.0).sum();
+    let left_nearest: usize = runs.iter().map(|r| r.1).sum();
+    assert!(at_work >= 8, "samples at work per run: {runs:?}");
+    assert!(
+        left_nearest * 100 >= at_work * 40,
+        "{left_nearest} of {at_work} samples at work left round-to-nearest (a RandomX thread: 60-74 %): {runs:?}"
+    );
+    for (n, off, modes) in &runs {
+        assert!(*modes >= 2, "a sampling saw one mode: {runs:?}");
+        assert!(
+            *n < 8 || *off > 0,
+            "8 or more samples at work all at nearest would clear it: {runs:?}"
+        );
+    }
+}
+
 fn assert_benign(name: &str, pid: i32) {
     let f = sample_all(pid);
     report(&format!("{name}, defaults"), &f);

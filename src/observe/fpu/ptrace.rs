@@ -390,19 +390,23 @@ impl SampledThread {
     }
 
     /// Looks at its CPU time and state just before a sample: whether it
-    /// ran since the previous look, and if not, what it was doing.
-    fn look(&mut self) -> bool {
+    /// ran since the previous look and is at work now, and if not, what it
+    /// was doing.
+    fn look(&mut self) -> Look {
         let now = read_cpu_time(&self.task);
         let ran = match (self.last, now) {
             (Some(a), Some(b)) => b.run_ns.saturating_sub(a.run_ns) >= b.ran_threshold,
             _ => false,
         };
-        if !ran {
+        let state = read_state(&self.task);
+        let working = ran && state == Some('R');
+        if !working {
             let waited = matches!((self.last, now), (Some(a), Some(b)) if b.wait_ns > a.wait_ns);
-            let why = match read_state(&self.task) {
+            let why = match state {
                 Some('T' | 't') => "stopped",
                 Some('R') if waited => "waiting for a CPU (throttled or preempted)",
                 Some('R') => "runnable but not run",
+                Some(_) if ran => "sleeping between bursts of work",
                 Some(_) => "sleeping",
                 None => "gone",
             };
@@ -413,8 +417,21 @@ impl SampledThread {
         if now.is_some() {
             self.last = now;
         }
-        ran
+        Look { ran, working }
     }
+}
+
+/// What a look at a thread just before a sample saw.
+#[derive(Clone, Copy)]
+struct Look {
+    /// It used CPU time since the previous look.
+    ran: bool,
+    /// It ran since, and is runnable now (on a CPU, or waiting for one
+    /// mid-work): the sample catches it at work. A thread that ran but
+    /// sleeps now is sampled at rest, and a RandomX thread restores
+    /// round-to-nearest after every hash: a throttled miner sampled between
+    /// its bursts looks like a benign program.
+    working: bool,
 }
 
 /// The sampling proper; runs on its own OS thread, the tracer.
@@ -468,13 +485,13 @@ fn run(proc_dir: &Path, tids: &[i32], opts: &SampleOptions, started: Instant) ->
                 out.budget_exceeded = true;
                 break 'rounds;
             }
-            let ran = t.look();
-            t.idle_run = if ran { 0 } else { t.idle_run + 1 };
+            let look = t.look();
+            t.idle_run = if look.ran { 0 } else { t.idle_run + 1 };
             let tid = t.fpu.tid;
             t.fpu.error = match sample_once(tid, opts.stop_timeout) {
                 Ok(taken) => {
                     t.fpu.modes.push(taken.mode);
-                    t.fpu.ran.push(ran && taken.group_stop.is_none());
+                    t.fpu.ran.push(look.working && taken.group_stop.is_none());
                     out.max_stop_us = out.max_stop_us.max(taken.stop_us);
                     out.signals_relayed += u32::from(taken.relayed.is_some());
                     match taken.group_stop {
