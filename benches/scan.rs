@@ -8,8 +8,8 @@
 //!    measured in one run.
 //! 3. Deep signals on a real librandomx worker (light mode, config on its
 //!    heap): the time to a rounding-mode verdict and the stop time a sampled
-//!    thread sees, hashing flat out and held to 25 % of a core by a cgroup
-//!    CPU quota; the time to clear a benign busy thread (8 samples taken
+//!    thread sees, hashing flat out, held to 25 % of a core by a cgroup
+//!    CPU quota, and throttling itself to 25 % in bursts; the time to clear a benign busy thread (8 samples taken
 //!    while it ran, all round-to-nearest); the time and bytes of one process
 //!    memory scan.
 //!
@@ -79,8 +79,9 @@ fn measure(cmd: &mut Command) -> (Duration, Duration, u64) {
     (wall, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
 }
 
-/// Compiles and starts the test RandomX worker; returns it once it hashes.
-fn worker() -> Child {
+/// Compiles and starts the test RandomX worker with `extra` arguments;
+/// returns it once it hashes.
+fn worker(extra: &[&str]) -> Child {
     let dir = std::env::temp_dir().join(format!("mw-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let bin = dir.join("rxworker");
@@ -108,6 +109,7 @@ fn worker() -> Child {
             "--config-in-memory",
             "pool.example.net:3333",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start rxworker");
@@ -134,28 +136,38 @@ fn sampling_runs(
     let mut elapsed = Vec::new();
     let mut stops = Vec::new();
     let mut verdicts = 0;
+    // A RandomX thread's samples that would clear it as not hashing.
+    let mut cleared = 0;
     const N: usize = 20;
     for _ in 0..N {
         let f = fpu::sample(Path::new("/proc"), pid, &[pid], opts);
         elapsed.push(f.elapsed_ms);
         stops.push(f.max_stop_us);
         let ran: usize = f.threads.iter().map(fpu::ThreadFpu::ran_samples).sum();
+        let all_nearest = f.non_default == 0 && ran >= 8;
         let verdict = if benign {
-            f.non_default == 0 && ran >= 8
+            all_nearest
         } else {
             f.modes.len() >= 2
         };
         verdicts += usize::from(verdict);
+        cleared += usize::from(!benign && all_nearest);
     }
     elapsed.sort_unstable();
     stops.sort_unstable();
-    let wanted = if benign {
-        "8 samples taken while it ran, all round-to-nearest"
+    let (wanted, wrong) = if benign {
+        (
+            "8 samples taken while it ran, all round-to-nearest",
+            String::new(),
+        )
     } else {
-        ">= 2 modes"
+        (
+            ">= 2 modes",
+            format!(", wrongly cleared (8 samples at work, all nearest) in {cleared}/{N}"),
+        )
     };
     println!(
-        "- {what}: {N} runs of up to {} samples {} ms apart: verdict ({wanted}) in {verdicts}/{N}; sampling time median {} ms, max {} ms (budget {} ms); longest stop of a run: median {} µs, 90th percentile {} µs, max {} µs",
+        "- {what}: {N} runs of up to {} samples {} ms apart: verdict ({wanted}) in {verdicts}/{N}{wrong}; sampling time median {} ms, max {} ms (budget {} ms); longest stop of a run: median {} µs, 90th percentile {} µs, max {} µs",
         opts.samples,
         opts.interval.as_millis(),
         elapsed[N / 2],
@@ -228,6 +240,17 @@ fn deep_signals(pid: i32) {
             println!("- no cgroup with a CPU quota could be made: quota-held sampling not measured")
         }
     }
+    // A worker that throttles itself: it hashes in bursts and sleeps
+    // between them, back at round-to-nearest (RandomX restores it after each
+    // hash), where a quota-held one waits for a CPU mid-hash.
+    let bursts = Kill(vec![worker(&["--throttle", "25"])]);
+    sampling_runs(
+        "a second worker throttling itself to 25 % (hashing in bursts, asleep between them), low-duty pace",
+        i32::try_from(bursts.0[0].id()).expect("pid"),
+        &fpu::SampleOptions::low_duty(),
+        false,
+    );
+    drop(bursts);
     let py = Kill(vec![
         Command::new("python3")
             .args(["-c", "x = 0.0\nwhile True:\n    x = x * 1.0000001 + 0.5\n"])
@@ -401,7 +424,7 @@ fn main() {
             .expect("unshare (util-linux; run as root)");
         std::process::exit(status.code().unwrap_or(1));
     }
-    let w = Kill(vec![worker()]);
+    let w = Kill(vec![worker(&[])]);
     let pid = i32::try_from(w.0[0].id()).expect("pid");
     deep_signals(pid);
     scan_overhead();
