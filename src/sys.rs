@@ -106,6 +106,34 @@ pub fn ptrace_mxcsr(tid: i32) -> io::Result<u32> {
     }
 }
 
+/// The system call a ptrace-stopped thread stopped inside (asleep in it,
+/// or woken from it and not yet back in user space), by `PTRACE_GETREGS`:
+/// `orig_rax` holds its number there, and -1 when the stop interrupted
+/// user-space code (the kernel sets it so on every interrupt and exception
+/// entry: no system call to restart). `None` in user space.
+#[cfg(target_arch = "x86_64")]
+pub fn ptrace_syscall(tid: i32) -> io::Result<Option<i64>> {
+    const PTRACE_GETREGS: u32 = 12;
+    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: PTRACE_GETREGS writes one user_regs_struct to `data`, which
+    // points to one we own.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GETREGS as _,
+            tid,
+            std::ptr::null_mut::<libc::c_void>(),
+            (&raw mut regs).cast::<libc::c_void>(),
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // A u64 in the struct; the kernel's -1 reads as u64::MAX.
+    let nr = regs.orig_rax as i64;
+    Ok((nr >= 0).then_some(nr))
+}
+
 /// `waitpid(tid, __WALL | WNOHANG)`: `Ok(None)` when nothing is to be
 /// reported yet, else the raw status (decode it with the `libc::W*` macros;
 /// any signal number, real-time ones included, comes through).

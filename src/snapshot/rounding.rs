@@ -61,16 +61,18 @@ pub struct ThreadFpu {
     pub modes: Vec<u8>,
     /// For each sample, whether it caught the thread at work: it had run (at
     /// least [`RAN_NS`] of CPU time, from `/proc/PID/task/TID/schedstat`)
-    /// since the previous look, and was runnable at the look just before the
-    /// stop. A sample of a thread that did not run repeats its last state,
-    /// and one of a thread asleep between bursts shows it at rest: neither
-    /// proves anything. Snapshots from older builds recorded only the first
-    /// condition, or nothing (empty).
+    /// since the previous look, and the stop did not find it at rest in a
+    /// system call that waits (a sleep, a futex, a poll) after runs long
+    /// enough to hold a RandomX hash. A sample of a thread that did not run
+    /// repeats its last state, and one of a thread asleep between bursts of
+    /// hashing shows it at rest: neither proves anything. Snapshots from
+    /// older builds recorded only the first condition, or nothing (empty).
     #[serde(default)]
     pub ran: Vec<bool>,
     /// What the thread was doing at the samples that did not catch it at
-    /// work, each once: `sleeping`, `sleeping between bursts of work`,
-    /// `stopped`, `waiting for a CPU (throttled or preempted)`.
+    /// work, each once: `sleeping`, `stopped`, `waiting for a CPU
+    /// (throttled or preempted)`, `at rest in a system call that waits
+    /// (between bursts of work)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub idle: Vec<String>,
     /// Why sampling this thread stopped early (exited, stopped, ...).

@@ -439,6 +439,7 @@ fn sample_throttled_worker(runs: usize) -> Vec<(usize, usize, usize)> {
 fn a_throttled_randomx_worker_is_sampled_at_work_not_at_rest() {
     let _serial = serial();
     let runs = sample_throttled_worker(4);
+    eprintln!("(samples at work, of those not nearest, modes) per run: {runs:?}");
     let at_work: usize = runs.iter().map(|r| r.0).sum();
     let left_nearest: usize = runs.iter().map(|r| r.1).sum();
     assert!(at_work >= 8, "samples at work per run: {runs:?}");

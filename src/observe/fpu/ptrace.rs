@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub(super) use crate::sys::ptrace;
-use crate::sys::ptrace_mxcsr as read_mxcsr;
+use crate::sys::{ptrace_mxcsr as read_mxcsr, ptrace_syscall};
 
 const PTRACE_DETACH: u32 = 17;
 const PTRACE_SEIZE: u32 = 0x4206;
@@ -162,6 +162,11 @@ impl Drop for Attached {
 
 pub(super) struct Taken {
     pub(super) mode: u8,
+    /// It stopped inside a system call that waits (a sleep, a futex, a
+    /// poll): at rest between bursts of work, or woken and not yet back at
+    /// its own code. Its rounding mode is what its code left when it went to
+    /// rest, not what it computes with.
+    waiting: bool,
     stop_us: u64,
     /// The signal of a group-stop the thread was found in.
     group_stop: Option<i32>,
@@ -206,6 +211,8 @@ pub(super) fn take(att: &mut Attached, timeout: Duration) -> Result<Taken, Fail>
             let inject = pending_signal(sig, event);
             att.hold = Hold::Stopped { inject };
             let mxcsr = read_mxcsr(tid);
+            // Unreadable: not counted as at work (it proves nothing either way).
+            let waiting = ptrace_syscall(tid).map_or(true, |nr| nr.is_some_and(is_wait));
             // Timed before the detach: once it wakes the thread, the
             // thread may preempt us before we could read the clock.
             let stop_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -213,6 +220,7 @@ pub(super) fn take(att: &mut Attached, timeout: Duration) -> Result<Taken, Fail>
             let mxcsr = mxcsr.map_err(|e| gone_or(&e, "PTRACE_GETFPREGS"))?;
             Ok(Taken {
                 mode: rounding_mode(mxcsr),
+                waiting,
                 stop_us,
                 group_stop: (event == PTRACE_EVENT_STOP && sig != libc::SIGTRAP).then_some(sig),
                 relayed: (inject != 0).then_some(inject),
@@ -247,6 +255,8 @@ struct CpuTime {
     run_ns: u64,
     /// Time spent runnable, waiting for a CPU, nanoseconds (0 when unknown).
     wait_ns: u64,
+    /// Times it was switched onto a CPU (0 when unknown).
+    slices: u64,
     /// Growth of `run_ns` that counts as having run: [`RAN_NS`], or one
     /// clock tick when only `stat` could be read.
     ran_threshold: u64,
@@ -261,6 +271,7 @@ fn read_cpu_time(task: &Path) -> Option<CpuTime> {
             return Some(CpuTime {
                 run_ns,
                 wait_ns,
+                slices: f.next().flatten().unwrap_or(0),
                 ran_threshold: RAN_NS,
             });
         }
@@ -271,6 +282,7 @@ fn read_cpu_time(task: &Path) -> Option<CpuTime> {
     Some(CpuTime {
         run_ns: ticks.saturating_mul(tick_ns),
         wait_ns: 0,
+        slices: 0,
         ran_threshold: tick_ns,
     })
 }
@@ -389,49 +401,98 @@ impl SampledThread {
         self.fpu.error.is_none() && self.fpu.ran_samples() < opts.samples as usize
     }
 
-    /// Looks at its CPU time and state just before a sample: whether it
-    /// ran since the previous look and is at work now, and if not, what it
-    /// was doing.
-    fn look(&mut self) -> Look {
+    /// Looks at its CPU time and state just before a sample: how it ran
+    /// since the previous look, and if it did not, what it was doing.
+    fn look(&mut self) -> Ran {
         let now = read_cpu_time(&self.task);
         let ran = match (self.last, now) {
-            (Some(a), Some(b)) => b.run_ns.saturating_sub(a.run_ns) >= b.ran_threshold,
-            _ => false,
+            (Some(a), Some(b)) => {
+                let run = b.run_ns.saturating_sub(a.run_ns);
+                let slices = b.slices.saturating_sub(a.slices);
+                if run < b.ran_threshold {
+                    Ran::No
+                } else if slices > 0 && run / slices < SHORTER_THAN_A_HASH_NS {
+                    Ran::ShortBursts
+                } else {
+                    Ran::Yes
+                }
+            }
+            _ => Ran::No,
         };
-        let state = read_state(&self.task);
-        let working = ran && state == Some('R');
-        if !working {
+        if ran == Ran::No {
             let waited = matches!((self.last, now), (Some(a), Some(b)) if b.wait_ns > a.wait_ns);
-            let why = match state {
+            let why = match read_state(&self.task) {
                 Some('T' | 't') => "stopped",
                 Some('R') if waited => "waiting for a CPU (throttled or preempted)",
                 Some('R') => "runnable but not run",
-                Some(_) if ran => "sleeping between bursts of work",
                 Some(_) => "sleeping",
                 None => "gone",
             };
-            if !self.fpu.idle.iter().any(|i| i == why) {
-                self.fpu.idle.push(why.to_string());
-            }
+            self.idle(why);
         }
         if now.is_some() {
             self.last = now;
         }
-        Look { ran, working }
+        ran
+    }
+
+    /// Records, once, what it was doing at a sample that did not count.
+    fn idle(&mut self, why: &str) {
+        if !self.fpu.idle.iter().any(|i| i == why) {
+            self.fpu.idle.push(why.to_string());
+        }
     }
 }
 
-/// What a look at a thread just before a sample saw.
-#[derive(Clone, Copy)]
-struct Look {
-    /// It used CPU time since the previous look.
-    ran: bool,
-    /// It ran since, and is runnable now (on a CPU, or waiting for one
-    /// mid-work): the sample catches it at work. A thread that ran but
-    /// sleeps now is sampled at rest, and a RandomX thread restores
-    /// round-to-nearest after every hash: a throttled miner sampled between
-    /// its bursts looks like a benign program.
-    working: bool,
+/// How a thread ran between two looks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Not (less than its `ran_threshold` of CPU time).
+    No,
+    /// In runs longer, on average, than [`SHORTER_THAN_A_HASH_NS`].
+    Yes,
+    /// In runs all too short, on average, to hold one RandomX hash, which
+    /// runs through without a system call: a server answering requests.
+    ShortBursts,
+}
+
+/// A run on a CPU, on average, below which a thread cannot be computing
+/// RandomX hashes between its rests: the fastest CPUs take about 0.8 ms a
+/// hash with the full dataset, and a light-mode hash takes ten times that.
+const SHORTER_THAN_A_HASH_NS: u64 = 300_000;
+
+/// Why a sample of a thread that ran since the previous look still does
+/// not count: it stopped in a system call that waits, at rest, after runs
+/// long enough to hash in. A miner throttled to bursts sleeps between them,
+/// and RandomX restores round-to-nearest after every hash: sampled there, it
+/// looks benign.
+const AT_REST: &str = "at rest in a system call that waits (between bursts of work)";
+
+/// System calls that wait (x86-64 numbers): a thread stopped in one is at
+/// rest, even when it was woken and waits for a CPU to return. Others (a
+/// read, a send) are work done for it: a busy server's threads spend much
+/// of their time there, and their samples count.
+fn is_wait(nr: i64) -> bool {
+    const WAITS: [libc::c_long; 17] = [
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_futex,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_select,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_sched_yield,
+        libc::SYS_pause,
+        libc::SYS_rt_sigsuspend,
+        libc::SYS_rt_sigtimedwait,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_io_getevents,
+    ];
+    WAITS.contains(&nr)
 }
 
 /// The sampling proper; runs on its own OS thread, the tracer.
@@ -485,13 +546,23 @@ fn run(proc_dir: &Path, tids: &[i32], opts: &SampleOptions, started: Instant) ->
                 out.budget_exceeded = true;
                 break 'rounds;
             }
-            let look = t.look();
-            t.idle_run = if look.ran { 0 } else { t.idle_run + 1 };
+            let ran = t.look();
+            t.idle_run = if ran == Ran::No { t.idle_run + 1 } else { 0 };
             let tid = t.fpu.tid;
             t.fpu.error = match sample_once(tid, opts.stop_timeout) {
                 Ok(taken) => {
                     t.fpu.modes.push(taken.mode);
-                    t.fpu.ran.push(look.working && taken.group_stop.is_none());
+                    // At rest in a wait, it shows the mode it computes
+                    // with only if its runs were too short to hash in.
+                    let at_work = match ran {
+                        Ran::No => false,
+                        Ran::Yes => !taken.waiting,
+                        Ran::ShortBursts => true,
+                    };
+                    if ran == Ran::Yes && taken.waiting {
+                        t.idle(AT_REST);
+                    }
+                    t.fpu.ran.push(at_work && taken.group_stop.is_none());
                     out.max_stop_us = out.max_stop_us.max(taken.stop_us);
                     out.signals_relayed += u32::from(taken.relayed.is_some());
                     match taken.group_stop {
