@@ -83,17 +83,16 @@ pub fn ptrace(request: u32, tid: i32, data: usize) -> io::Result<()> {
     }
 }
 
-/// MXCSR of a ptrace-stopped thread, by `PTRACE_GETFPREGS`.
+/// The register set of a ptrace-stopped thread that `request` copies out
+/// (one of `Regs`'s implementors, each the kernel's layout for it).
 #[cfg(target_arch = "x86_64")]
-pub fn ptrace_mxcsr(tid: i32) -> io::Result<u32> {
-    const PTRACE_GETFPREGS: u32 = 14;
-    // SAFETY: user_fpregs_struct is plain integers; all-zero is valid.
-    let mut regs: libc::user_fpregs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETFPREGS writes one user_fpregs_struct to `data`,
-    // which points to one we own.
+fn ptrace_regs<T: Regs>(tid: i32) -> io::Result<T> {
+    // SAFETY: every `Regs` is a struct of plain integers: all-zero is valid.
+    let mut regs: T = unsafe { std::mem::zeroed() };
+    // SAFETY: T::REQUEST writes one T to `data`, which points to one we own.
     let r = unsafe {
         libc::ptrace(
-            PTRACE_GETFPREGS as _,
+            T::REQUEST as _,
             tid,
             std::ptr::null_mut::<libc::c_void>(),
             (&raw mut regs).cast::<libc::c_void>(),
@@ -102,8 +101,30 @@ pub fn ptrace_mxcsr(tid: i32) -> io::Result<u32> {
     if r == -1 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(regs.mxcsr)
+        Ok(regs)
     }
+}
+
+/// A register set and the ptrace request that reads it.
+#[cfg(target_arch = "x86_64")]
+trait Regs {
+    const REQUEST: u32;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Regs for libc::user_fpregs_struct {
+    const REQUEST: u32 = 14; // PTRACE_GETFPREGS
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Regs for libc::user_regs_struct {
+    const REQUEST: u32 = 12; // PTRACE_GETREGS
+}
+
+/// MXCSR of a ptrace-stopped thread, by `PTRACE_GETFPREGS`.
+#[cfg(target_arch = "x86_64")]
+pub fn ptrace_mxcsr(tid: i32) -> io::Result<u32> {
+    ptrace_regs::<libc::user_fpregs_struct>(tid).map(|r| r.mxcsr)
 }
 
 /// The system call a ptrace-stopped thread stopped inside (asleep in it,
@@ -113,24 +134,8 @@ pub fn ptrace_mxcsr(tid: i32) -> io::Result<u32> {
 /// entry: no system call to restart). `None` in user space.
 #[cfg(target_arch = "x86_64")]
 pub fn ptrace_syscall(tid: i32) -> io::Result<Option<i64>> {
-    const PTRACE_GETREGS: u32 = 12;
-    // SAFETY: user_regs_struct is plain integers; all-zero is valid.
-    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-    // SAFETY: PTRACE_GETREGS writes one user_regs_struct to `data`, which
-    // points to one we own.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GETREGS as _,
-            tid,
-            std::ptr::null_mut::<libc::c_void>(),
-            (&raw mut regs).cast::<libc::c_void>(),
-        )
-    };
-    if r == -1 {
-        return Err(io::Error::last_os_error());
-    }
     // A u64 in the struct; the kernel's -1 reads as u64::MAX.
-    let nr = regs.orig_rax as i64;
+    let nr = ptrace_regs::<libc::user_regs_struct>(tid)?.orig_rax as i64;
     Ok((nr >= 0).then_some(nr))
 }
 
