@@ -211,7 +211,8 @@ pub(super) fn take(att: &mut Attached, timeout: Duration) -> Result<Taken, Fail>
             let inject = pending_signal(sig, event);
             att.hold = Hold::Stopped { inject };
             let mxcsr = read_mxcsr(tid);
-            // Unreadable: not counted as at work (it proves nothing either way).
+            // Unreadable: taken as at rest (only a thread in short bursts
+            // then counts as at work).
             let waiting = ptrace_syscall(tid).map_or(true, |nr| nr.is_some_and(is_wait));
             // Timed before the detach: once it wakes the thread, the
             // thread may preempt us before we could read the clock.
